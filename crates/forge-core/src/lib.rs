@@ -1,0 +1,38 @@
+//! The shared core of forge's daemons.
+//!
+//! Every forge daemon (dynamicproxy, proxylistener, webservicemonitor,
+//! rq-worker, idm-web) is a small binary wired from the same parts:
+//!
+//! * [`schema`] — the Redis keys and the validated values stored in them
+//!   (tool names, route patterns, backend URLs). The only module that knows
+//!   key spellings.
+//! * [`config`] — TOML file + environment + flags → a typed configuration with
+//!   file:line errors and a *config generation* hash.
+//! * [`reload`] — live values swapped on `SIGHUP` or file change.
+//! * [`live`] — where registrations go and where Redis is (`/etc/active-proxy`
+//!   and its richer TOML successor).
+//! * [`redis`] — Redis connection settings and the one fred builder, with
+//!   timeouts set.
+//! * [`telemetry`] — logging with a run-time filter, the Prometheus recorder.
+//! * [`admin`] — `/healthz`, `/status`, `/metrics`, `/log-filter`.
+//! * [`lifecycle`] — signals, graceful shutdown, systemd notifications.
+//!
+//! Nothing here knows about any one daemon.
+
+pub mod admin;
+pub mod config;
+pub mod lifecycle;
+pub mod live;
+pub mod redis;
+pub mod reload;
+pub mod schema;
+pub mod telemetry;
+
+pub use admin::{CheckState, StatusBoard};
+pub use config::{ConfigError, ConfigSource, Loaded};
+pub use lifecycle::{ReloadReason, ReloadSignal, Shutdown};
+pub use reload::Reloadable;
+pub use schema::{BackendUrl, RedisKey, RoutePattern, SchemaError, ToolName};
+
+/// forge's version, reported by every daemon.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

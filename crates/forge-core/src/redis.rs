@@ -1,0 +1,187 @@
+//! How every daemon connects to Redis: one settings section, one builder.
+//!
+//! A daemon points at either one Redis URL or a set of Sentinels (which name
+//! the current master, so a failover needs no configuration change). fred has
+//! no command timeout by default — a request would hang while Redis is down —
+//! so every client built here gets one, plus a connection timeout and an
+//! endless exponential reconnect policy.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::config::{ReconnectPolicy, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+/// The `[redis]` section of a daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// A single server, `redis://host:port[/db]`. Ignored when `sentinels` is set.
+    pub url: String,
+    /// Sentinel addresses (`host:port`); when set, the master is the one they name.
+    pub sentinels: Vec<String>,
+    /// The Sentinel service (master) name.
+    pub service_name: String,
+    /// Per-command timeout, milliseconds.
+    pub command_timeout_ms: u64,
+    /// Connection timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Connections in a pool, for daemons that use one.
+    pub pool_size: usize,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            sentinels: Vec::new(),
+            service_name: "forge".into(),
+            command_timeout_ms: 2000,
+            connect_timeout_ms: 2000,
+            pool_size: 4,
+        }
+    }
+}
+
+/// Why a Redis client could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    /// The URL or a Sentinel address does not parse.
+    #[error("invalid Redis address {addr:?}: {reason}")]
+    BadAddress {
+        /// The address as configured.
+        addr: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// fred refused the configuration.
+    #[error("Redis client: {0}")]
+    Client(#[from] fred::error::Error),
+}
+
+impl RedisSettings {
+    /// Settings for one server at `url` with default timeouts.
+    pub fn for_url(url: &str) -> Self {
+        RedisSettings {
+            url: url.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// The per-command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms.max(1))
+    }
+
+    /// What this points at, for logs and status (`redis://…` or
+    /// `sentinel:<service>@a,b`).
+    pub fn describe(&self) -> String {
+        if self.sentinels.is_empty() {
+            self.url.clone()
+        } else {
+            format!(
+                "sentinel:{}@{}",
+                self.service_name,
+                self.sentinels.join(",")
+            )
+        }
+    }
+
+    /// The fred configuration.
+    pub fn fred_config(&self) -> Result<Config, RedisSetupError> {
+        if !["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|s| self.url.starts_with(s))
+        {
+            return Err(RedisSetupError::BadAddress {
+                addr: self.url.clone(),
+                reason: "expected redis://host:port".into(),
+            });
+        }
+        let mut config = Config::from_url(&self.url).map_err(|e| RedisSetupError::BadAddress {
+            addr: self.url.clone(),
+            reason: e.details().to_string(),
+        })?;
+        if !self.sentinels.is_empty() {
+            let mut hosts = Vec::new();
+            for s in &self.sentinels {
+                let (h, p) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| RedisSetupError::BadAddress {
+                        addr: s.clone(),
+                        reason: "expected host:port".into(),
+                    })?;
+                let port: u16 = p.parse().map_err(|_| RedisSetupError::BadAddress {
+                    addr: s.clone(),
+                    reason: "bad port".into(),
+                })?;
+                hosts.push(fred::types::config::Server::new(
+                    h.trim_matches(['[', ']']),
+                    port,
+                ));
+            }
+            config.server = ServerConfig::Sentinel {
+                hosts,
+                service_name: self.service_name.clone(),
+            };
+        }
+        Ok(config)
+    }
+
+    /// A fred builder with our timeouts and reconnect policy.
+    pub fn builder(&self) -> Result<Builder, RedisSetupError> {
+        let mut builder = Builder::from_config(self.fred_config()?);
+        let command_timeout = self.command_timeout();
+        let connect_timeout = Duration::from_millis(self.connect_timeout_ms.max(1));
+        builder
+            .with_performance_config(|p| {
+                p.default_command_timeout = command_timeout;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = connect_timeout;
+                c.internal_command_timeout = command_timeout;
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        Ok(builder)
+    }
+
+    /// A single client (not yet connected: call `init()`).
+    pub fn client(&self) -> Result<Client, RedisSetupError> {
+        Ok(self.builder()?.build()?)
+    }
+
+    /// A pool of `pool_size` clients (not yet connected: call `init()`).
+    pub fn pool(&self) -> Result<Pool, RedisSetupError> {
+        Ok(self.builder()?.build_pool(self.pool_size.max(1))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_and_url_configs() {
+        let s = RedisSettings::for_url("redis://10.0.0.1:6380/2");
+        assert!(matches!(
+            s.fred_config().unwrap().server,
+            ServerConfig::Centralized { .. }
+        ));
+        let s = RedisSettings {
+            sentinels: vec!["127.0.0.1:26379".into(), "[::1]:26380".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.fred_config().unwrap().server,
+            ServerConfig::Sentinel { .. }
+        ));
+        assert!(s.describe().starts_with("sentinel:forge@"));
+        let bad = RedisSettings {
+            sentinels: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(bad.fred_config().is_err());
+        assert!(RedisSettings::for_url("http://x").fred_config().is_err());
+    }
+}

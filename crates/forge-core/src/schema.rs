@@ -1,0 +1,635 @@
+//! The Redis schema shared by every forge daemon, as types.
+//!
+//! Today's proxy stack stores its live routing state in Redis under three key
+//! families (see `docs/redis-schema.md`):
+//!
+//! * `prefix:<tool>` — HASH, route pattern → backend base URL (written by
+//!   proxylistener, read by dynamicproxy);
+//! * `redirect:<tool>` — HASH, route pattern → `<tool>.<domain>` (legacy
+//!   "canonical" registrations);
+//! * `frontend:<fqdn>` — SET of backend URLs (the cloud-VPS domain proxy).
+//!
+//! Everything forge adds lives under `forge:`. This module is the one place
+//! that builds and parses those keys, and the validated value types that go in
+//! them: [`ToolName`], [`RoutePattern`] and [`BackendUrl`]. The job queue uses
+//! python-rq's own layout, which lives in the `forge-rq` crate.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest tool name we accept. Tool names become DNS labels
+/// (`<tool>.toolforge.org`), so the DNS label limit applies.
+pub const MAX_TOOL_NAME_LEN: usize = 63;
+
+/// Longest route pattern we accept (bytes).
+pub const MAX_PATTERN_LEN: usize = 256;
+
+/// Longest backend URL we accept (bytes).
+pub const MAX_URL_LEN: usize = 512;
+
+/// Size limit for a compiled route pattern, so a registration can't hand the
+/// proxy a pattern that costs megabytes of automaton.
+const MAX_PATTERN_COMPILED_BYTES: usize = 256 * 1024;
+
+/// Why a key or a value of the schema was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// The tool name is empty.
+    #[error("tool name is empty")]
+    EmptyToolName,
+    /// The tool name is longer than [`MAX_TOOL_NAME_LEN`].
+    #[error("tool name is {0} characters long; at most {MAX_TOOL_NAME_LEN} are allowed")]
+    ToolNameTooLong(usize),
+    /// The tool name has a character outside `[a-z0-9_-]`.
+    #[error("tool name contains {0:?}; only a-z, 0-9, '-' and '_' are allowed")]
+    ToolNameChar(char),
+    /// The tool name starts or ends with something other than a letter or digit.
+    #[error("tool name must start and end with a letter or digit")]
+    ToolNameEdge,
+    /// The route pattern is empty.
+    #[error("route pattern is empty")]
+    EmptyPattern,
+    /// The route pattern is longer than [`MAX_PATTERN_LEN`].
+    #[error("route pattern is {0} bytes long; at most {MAX_PATTERN_LEN} are allowed")]
+    PatternTooLong(usize),
+    /// The route pattern is not a valid (linear-time) regular expression.
+    #[error("route pattern is not a valid regular expression: {0}")]
+    PatternInvalid(String),
+    /// The backend URL could not be parsed.
+    #[error("backend URL {url:?} is invalid: {reason}")]
+    UrlInvalid {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Redis key that belongs to none of the families we know.
+    #[error("{0:?} is not a key of the forge Redis schema")]
+    UnknownKey(String),
+    /// A fully qualified domain name that isn't one.
+    #[error("{0:?} is not a valid host name")]
+    InvalidHostName(String),
+}
+
+/// A tool's name: the first DNS label of its web address and the `<tool>` of
+/// its Unix account `<project>.<tool>`.
+///
+/// Always lower-case; 1 to 63 characters of `[a-z0-9_-]`, starting and ending
+/// with a letter or digit. Parsing lower-cases its input, so `Host: MyTool.…`
+/// and `mytool` name the same tool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ToolName(String);
+
+impl ToolName {
+    /// Validates and lower-cases a tool name.
+    pub fn parse(raw: &str) -> Result<Self, SchemaError> {
+        if raw.is_empty() {
+            return Err(SchemaError::EmptyToolName);
+        }
+        if raw.len() > MAX_TOOL_NAME_LEN {
+            return Err(SchemaError::ToolNameTooLong(raw.chars().count()));
+        }
+        let lower = raw.to_ascii_lowercase();
+        if let Some(bad) = lower
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(SchemaError::ToolNameChar(bad));
+        }
+        let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if !edge_ok(lower.chars().next()) || !edge_ok(lower.chars().last()) {
+            return Err(SchemaError::ToolNameEdge);
+        }
+        Ok(ToolName(lower))
+    }
+
+    /// The tool named by an HTTP `Host` value: everything up to the first dot,
+    /// with any `:port` removed, lower-cased.
+    pub fn from_host(host: &str) -> Result<Self, SchemaError> {
+        let host = strip_port(host);
+        let label = host.split('.').next().unwrap_or(host);
+        ToolName::parse(label)
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The Unix user of this tool in `project` (`tools.<tool>`).
+    pub fn unix_user(&self, project: &str) -> String {
+        format!("{project}.{}", self.0)
+    }
+}
+
+impl fmt::Display for ToolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ToolName {
+    type Err = SchemaError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ToolName::parse(s)
+    }
+}
+
+impl TryFrom<String> for ToolName {
+    type Error = SchemaError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        ToolName::parse(&s)
+    }
+}
+
+impl From<ToolName> for String {
+    fn from(t: ToolName) -> String {
+        t.0
+    }
+}
+
+/// Removes a trailing `:port` from a `Host` value (IPv6 literals in brackets
+/// keep their brackets).
+pub fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        };
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+/// A route pattern: a regular expression matched (unanchored, like today's
+/// Lua `ngx.re.match`) against the request path.
+///
+/// Compiled with the `regex` crate, whose matching time is linear in the input,
+/// under a length and a compiled-size cap, so no registration can make the
+/// proxy slow.
+#[derive(Debug, Clone)]
+pub struct RoutePattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+impl RoutePattern {
+    /// Validates and compiles a pattern.
+    pub fn parse(raw: &str) -> Result<Self, SchemaError> {
+        if raw.is_empty() {
+            return Err(SchemaError::EmptyPattern);
+        }
+        if raw.len() > MAX_PATTERN_LEN {
+            return Err(SchemaError::PatternTooLong(raw.len()));
+        }
+        let regex = regex::RegexBuilder::new(raw)
+            .size_limit(MAX_PATTERN_COMPILED_BYTES)
+            .dfa_size_limit(MAX_PATTERN_COMPILED_BYTES)
+            .build()
+            .map_err(|e| SchemaError::PatternInvalid(one_line(&e.to_string())))?;
+        Ok(RoutePattern {
+            source: raw.to_owned(),
+            regex,
+        })
+    }
+
+    /// The pattern as registered.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether `path` matches.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.regex.is_match(path)
+    }
+
+    /// Sort key for "most specific first": longer literal-looking patterns
+    /// before shorter ones, catch-alls (`.*`, `^/`, `/`) last, ties broken by
+    /// the pattern text so the order is total and deterministic.
+    pub fn specificity(&self) -> (std::cmp::Reverse<usize>, &str) {
+        let literal = self
+            .source
+            .chars()
+            .filter(|c| !matches!(c, '.' | '*' | '+' | '?' | '^' | '$' | '(' | ')' | '|'))
+            .count();
+        (std::cmp::Reverse(literal), &self.source)
+    }
+}
+
+impl PartialEq for RoutePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+impl Eq for RoutePattern {}
+
+impl fmt::Display for RoutePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl FromStr for RoutePattern {
+    type Err = SchemaError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RoutePattern::parse(s)
+    }
+}
+
+/// A backend base URL: `http(s)://<host>:<port>` with no user info, query or
+/// fragment and no path beyond an optional `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BackendUrl {
+    /// The URL as registered (kept byte-for-byte, so reads and writes of
+    /// today's data round-trip).
+    raw: String,
+    /// `http` or `https`.
+    scheme: String,
+    /// Host name or IP literal (IPv6 without brackets).
+    host: String,
+    /// Port, explicit or the scheme's default.
+    port: u16,
+}
+
+impl BackendUrl {
+    /// Validates a backend URL.
+    pub fn parse(raw: &str) -> Result<Self, SchemaError> {
+        let bad = |reason: &str| SchemaError::UrlInvalid {
+            url: raw.chars().take(80).collect(),
+            reason: reason.to_owned(),
+        };
+        if raw.len() > MAX_URL_LEN {
+            return Err(bad("too long"));
+        }
+        let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        let scheme = url.scheme();
+        if scheme != "http" && scheme != "https" {
+            return Err(bad("scheme must be http or https"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("user info is not allowed"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("query and fragment are not allowed"));
+        }
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(bad("a path is not allowed, only scheme://host:port"));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(bad("host is missing")),
+        };
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| bad("port is missing"))?;
+        if port == 0 {
+            return Err(bad("port 0 is not allowed"));
+        }
+        Ok(BackendUrl {
+            raw: raw.to_owned(),
+            scheme: scheme.to_owned(),
+            host,
+            port,
+        })
+    }
+
+    /// The URL as registered.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+    /// Host name or IP literal.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// The host as an IP address, when it is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+    /// The port (explicit or the scheme's default).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// `host:port`, with brackets around IPv6 literals, for connecting.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl FromStr for BackendUrl {
+    type Err = SchemaError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendUrl::parse(s)
+    }
+}
+
+impl TryFrom<String> for BackendUrl {
+    type Error = SchemaError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        BackendUrl::parse(&s)
+    }
+}
+
+impl From<BackendUrl> for String {
+    fn from(u: BackendUrl) -> String {
+        u.raw
+    }
+}
+
+/// Key prefix of tool route hashes.
+pub const PREFIX_KEY_PREFIX: &str = "prefix:";
+/// Key prefix of legacy canonical-redirect hashes.
+pub const REDIRECT_KEY_PREFIX: &str = "redirect:";
+/// Key prefix of cloud-VPS frontend sets.
+pub const FRONTEND_KEY_PREFIX: &str = "frontend:";
+/// Key prefix of everything forge adds.
+pub const FORGE_KEY_PREFIX: &str = "forge:";
+
+/// Every key of the schema that forge reads or writes (the job queue's
+/// python-rq keys excepted; see `forge-rq`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RedisKey {
+    /// `prefix:<tool>` — HASH route pattern → backend URL.
+    Prefix(ToolName),
+    /// `redirect:<tool>` — HASH route pattern → `<tool>.<domain>`.
+    Redirect(ToolName),
+    /// `frontend:<fqdn>` — SET of backend URLs; `<fqdn>` may be `*.<parent>`.
+    Frontend(String),
+    /// `forge:monitor:restarts:<tool>` — ZSET of restart attempt times (ms)
+    /// kept by webservicemonitor's persistent throttle.
+    MonitorRestarts(ToolName),
+    /// `forge:monitor:unhealthy:<tool>` — STRING count of consecutive failed
+    /// health probes.
+    MonitorUnhealthy(ToolName),
+    /// `forge:lease:<name>` — STRING holder id with a TTL: which instance of a
+    /// singleton (monitor, idm timers) is active.
+    Lease(String),
+    /// `forge:routes:changed` — pub/sub channel / counter bumped on each
+    /// registration change (a hint for route caches).
+    RoutesChanged,
+}
+
+impl RedisKey {
+    /// The key as stored in Redis.
+    pub fn to_key(&self) -> String {
+        self.to_string()
+    }
+
+    /// Parses a key of a family we know.
+    pub fn parse(key: &str) -> Result<Self, SchemaError> {
+        if let Some(t) = key.strip_prefix(PREFIX_KEY_PREFIX) {
+            return Ok(RedisKey::Prefix(ToolName::parse_exact(t)?));
+        }
+        if let Some(t) = key.strip_prefix(REDIRECT_KEY_PREFIX) {
+            return Ok(RedisKey::Redirect(ToolName::parse_exact(t)?));
+        }
+        if let Some(f) = key.strip_prefix(FRONTEND_KEY_PREFIX) {
+            return Ok(RedisKey::Frontend(validate_frontend_fqdn(f)?));
+        }
+        if let Some(rest) = key.strip_prefix(FORGE_KEY_PREFIX) {
+            if let Some(t) = rest.strip_prefix("monitor:restarts:") {
+                return Ok(RedisKey::MonitorRestarts(ToolName::parse_exact(t)?));
+            }
+            if let Some(t) = rest.strip_prefix("monitor:unhealthy:") {
+                return Ok(RedisKey::MonitorUnhealthy(ToolName::parse_exact(t)?));
+            }
+            if let Some(n) = rest.strip_prefix("lease:")
+                && !n.is_empty()
+            {
+                return Ok(RedisKey::Lease(n.to_owned()));
+            }
+            if rest == "routes:changed" {
+                return Ok(RedisKey::RoutesChanged);
+            }
+        }
+        Err(SchemaError::UnknownKey(key.chars().take(80).collect()))
+    }
+}
+
+impl ToolName {
+    /// Like [`ToolName::parse`], but refuses names that are not already
+    /// lower-case: keys in Redis are exact.
+    fn parse_exact(raw: &str) -> Result<Self, SchemaError> {
+        let t = ToolName::parse(raw)?;
+        if t.as_str() != raw {
+            return Err(SchemaError::ToolNameChar(
+                raw.chars().find(|c| c.is_ascii_uppercase()).unwrap_or('?'),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+fn validate_frontend_fqdn(f: &str) -> Result<String, SchemaError> {
+    let name = f.strip_prefix("*.").unwrap_or(f);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(f.to_ascii_lowercase())
+    } else {
+        Err(SchemaError::InvalidHostName(f.chars().take(80).collect()))
+    }
+}
+
+impl fmt::Display for RedisKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisKey::Prefix(t) => write!(f, "{PREFIX_KEY_PREFIX}{t}"),
+            RedisKey::Redirect(t) => write!(f, "{REDIRECT_KEY_PREFIX}{t}"),
+            RedisKey::Frontend(h) => write!(f, "{FRONTEND_KEY_PREFIX}{h}"),
+            RedisKey::MonitorRestarts(t) => write!(f, "{FORGE_KEY_PREFIX}monitor:restarts:{t}"),
+            RedisKey::MonitorUnhealthy(t) => write!(f, "{FORGE_KEY_PREFIX}monitor:unhealthy:{t}"),
+            RedisKey::Lease(n) => write!(f, "{FORGE_KEY_PREFIX}lease:{n}"),
+            RedisKey::RoutesChanged => write!(f, "{FORGE_KEY_PREFIX}routes:changed"),
+        }
+    }
+}
+
+/// The `frontend:` key to try for a host, then its wildcard fallback
+/// (`frontend:*.<parent>`), in lookup order.
+pub fn frontend_lookup_keys(fqdn: &str) -> Vec<RedisKey> {
+    let host = strip_port(fqdn).to_ascii_lowercase();
+    let mut keys = vec![RedisKey::Frontend(host.clone())];
+    if let Some((_, parent)) = host.split_once('.') {
+        keys.push(RedisKey::Frontend(format!("*.{parent}")));
+    }
+    keys
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_are_validated_and_lowercased() {
+        assert_eq!(ToolName::parse("MyTool").unwrap().as_str(), "mytool");
+        assert_eq!(ToolName::parse("a").unwrap().as_str(), "a");
+        assert_eq!(ToolName::parse("x_y-2").unwrap().as_str(), "x_y-2");
+        assert_eq!(ToolName::parse(""), Err(SchemaError::EmptyToolName));
+        assert_eq!(
+            ToolName::parse(&"a".repeat(64)),
+            Err(SchemaError::ToolNameTooLong(64))
+        );
+        assert_eq!(
+            ToolName::parse("foo.bar"),
+            Err(SchemaError::ToolNameChar('.'))
+        );
+        assert_eq!(
+            ToolName::parse("foo bar"),
+            Err(SchemaError::ToolNameChar(' '))
+        );
+        assert_eq!(ToolName::parse("-foo"), Err(SchemaError::ToolNameEdge));
+        assert_eq!(ToolName::parse("foo-"), Err(SchemaError::ToolNameEdge));
+        assert!(ToolName::parse("fo\u{e9}").is_err());
+    }
+
+    #[test]
+    fn tool_from_host() {
+        let t = |h: &str| ToolName::from_host(h).map(|t| t.to_string());
+        assert_eq!(t("MyTool.toolforge.org").unwrap(), "mytool");
+        assert_eq!(t("mytool.toolforge.org:443").unwrap(), "mytool");
+        assert_eq!(t("localhost:8080").unwrap(), "localhost");
+        assert!(t("").is_err());
+        assert!(t(".toolforge.org").is_err());
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("host"), "host");
+    }
+
+    #[test]
+    fn patterns_compile_or_say_why() {
+        let p = RoutePattern::parse(".*").unwrap();
+        assert!(p.is_match("/anything"));
+        let p = RoutePattern::parse("^/api/").unwrap();
+        assert!(p.is_match("/api/x"));
+        assert!(!p.is_match("/x/api/"));
+        assert_eq!(
+            RoutePattern::parse("").unwrap_err(),
+            SchemaError::EmptyPattern
+        );
+        assert!(matches!(
+            RoutePattern::parse("(").unwrap_err(),
+            SchemaError::PatternInvalid(_)
+        ));
+        assert!(matches!(
+            RoutePattern::parse(&"a".repeat(MAX_PATTERN_LEN + 1)).unwrap_err(),
+            SchemaError::PatternTooLong(_)
+        ));
+        // Look-around and back-references (exponential in backtracking
+        // engines) are refused by the linear-time engine.
+        assert!(RoutePattern::parse("(a)\\1").is_err());
+        assert!(RoutePattern::parse("(?=a)").is_err());
+        // A huge repetition blows the compiled-size cap.
+        assert!(RoutePattern::parse("(\\w{1000}){1000}").is_err());
+    }
+
+    #[test]
+    fn pattern_specificity_orders_catch_all_last() {
+        let mut ps: Vec<RoutePattern> = [".*", "^/api/v2/", "^/api/", "/"]
+            .iter()
+            .map(|s| RoutePattern::parse(s).unwrap())
+            .collect();
+        ps.sort_by(|a, b| a.specificity().cmp(&b.specificity()));
+        let order: Vec<&str> = ps.iter().map(|p| p.as_str()).collect();
+        assert_eq!(order, vec!["^/api/v2/", "^/api/", "/", ".*"]);
+    }
+
+    #[test]
+    fn backend_urls() {
+        let u = BackendUrl::parse("http://10.0.0.5:34567").unwrap();
+        assert_eq!(u.host(), "10.0.0.5");
+        assert_eq!(u.port(), 34567);
+        assert_eq!(u.scheme(), "http");
+        assert_eq!(u.as_str(), "http://10.0.0.5:34567");
+        assert_eq!(u.authority(), "10.0.0.5:34567");
+        assert!(u.ip().is_some());
+        let u = BackendUrl::parse("https://[::1]:8443/").unwrap();
+        assert_eq!(u.authority(), "[::1]:8443");
+        assert_eq!(BackendUrl::parse("http://h").unwrap().port(), 80);
+        for bad in [
+            "ftp://10.0.0.5:21",
+            "http://u:p@10.0.0.5:1",
+            "http://10.0.0.5:1/path",
+            "http://10.0.0.5:1/?q",
+            "http://10.0.0.5:0",
+            "not a url",
+            "http://10.0.0.5:99999",
+        ] {
+            let e = BackendUrl::parse(bad).unwrap_err();
+            assert!(matches!(e, SchemaError::UrlInvalid { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let tool = ToolName::parse("mytool").unwrap();
+        let keys = [
+            RedisKey::Prefix(tool.clone()),
+            RedisKey::Redirect(tool.clone()),
+            RedisKey::Frontend("www.example.org".into()),
+            RedisKey::Frontend("*.example.org".into()),
+            RedisKey::MonitorRestarts(tool.clone()),
+            RedisKey::MonitorUnhealthy(tool.clone()),
+            RedisKey::Lease("webservicemonitor".into()),
+            RedisKey::RoutesChanged,
+        ];
+        for k in keys {
+            let s = k.to_key();
+            assert_eq!(RedisKey::parse(&s).unwrap(), k, "{s}");
+        }
+        assert_eq!(RedisKey::Prefix(tool).to_key(), "prefix:mytool");
+        assert!(matches!(
+            RedisKey::parse("rq:queue:default"),
+            Err(SchemaError::UnknownKey(_))
+        ));
+        assert!(RedisKey::parse("prefix:").is_err());
+        assert!(RedisKey::parse("prefix:Upper").is_err());
+        assert!(RedisKey::parse("frontend:bad host").is_err());
+        assert!(RedisKey::parse("forge:lease:").is_err());
+    }
+
+    #[test]
+    fn frontend_wildcard_fallback() {
+        let keys: Vec<String> = frontend_lookup_keys("WWW.Example.org:443")
+            .iter()
+            .map(|k| k.to_key())
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["frontend:www.example.org", "frontend:*.example.org"]
+        );
+    }
+}
