@@ -15,11 +15,13 @@
 //!   timeouts set.
 //! * [`telemetry`] — logging with a run-time filter, the Prometheus recorder.
 //! * [`admin`] — `/healthz`, `/status`, `/metrics`, `/log-filter`.
+//! * [`cli`] — the flags every daemon shares; the rustls crypto provider.
 //! * [`lifecycle`] — signals, graceful shutdown, systemd notifications.
 //!
 //! Nothing here knows about any one daemon.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod lifecycle;
 pub mod live;
