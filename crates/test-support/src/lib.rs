@@ -12,6 +12,7 @@
 //! | [`ports`]   | free loopback ports, waiting for a port to accept connections         |
 //! | [`process`] | [`ChildGuard`]: a child process killed on drop, SIGSTOP/SIGCONT/SIGKILL |
 //! | [`redis`]   | [`RedisServer`] (master or replica) and [`SentinelServer`]            |
+//! | [`identd`]  | [`Identd`]: an RFC 1413 ident server answering from a table           |
 //! | [`ldap`]    | [`Slapd`]: OpenLDAP with mdb, ppolicy, argon2 and the openssh-lpk schema |
 //! | [`sql`]     | [`SqliteDb`] and [`MariaDb`] (a fresh database on a test-owned mariadbd) |
 //! | [`smtp`]    | [`SmtpSink`]: an SMTP server capturing every message it is sent        |
@@ -30,6 +31,7 @@
 
 pub mod browser;
 pub mod error;
+pub mod identd;
 pub mod ldap;
 pub mod ports;
 pub mod process;
@@ -39,6 +41,7 @@ pub mod sql;
 
 pub use browser::Chromedriver;
 pub use error::{Result, TestSupportError};
+pub use identd::{IdentAnswer, Identd};
 pub use ldap::{Slapd, SlapdBuilder};
 pub use ports::{free_port, wait_for_port};
 pub use process::ChildGuard;

@@ -1,0 +1,171 @@
+//! [`Identd`]: a real RFC 1413 ident server answering from a table.
+//!
+//! proxylistener authenticates clients by asking the identd on the client's
+//! host who owns the connection. Tests need an identd they control: one that
+//! answers honestly, lies, says `ERROR : NO-USER`, or stays silent. This one is
+//! a real TCP server on a free loopback port; point the daemon's ident port at
+//! [`Identd::port`].
+//!
+//! Each query `<port-on-this-host> , <port-on-querier>` is looked up by the
+//! first port (the client's port of the connection being asked about); when
+//! the table has no entry the default answer is used.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::{Result, TestSupportError};
+
+/// What the identd answers to a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentAnswer {
+    /// `<ports> : USERID : UNIX : <user>` — an honest answer.
+    User(String),
+    /// `<ports> : ERROR : <error>` (e.g. `NO-USER`, `HIDDEN-USER`).
+    Error(String),
+    /// A `USERID` reply for `<user>` naming a different port pair than the
+    /// one asked about (a lying or confused identd).
+    WrongPorts(String),
+    /// This exact line (a `\r\n` is appended).
+    Raw(String),
+    /// Read the query and never answer (the connection stays open).
+    Silent,
+    /// Read the query and close the connection without a word.
+    Close,
+}
+
+#[derive(Debug)]
+struct Table {
+    default: IdentAnswer,
+    by_port: HashMap<u16, IdentAnswer>,
+    queries: Vec<(u16, u16)>,
+}
+
+/// A running test identd; stops when dropped.
+#[derive(Debug)]
+pub struct Identd {
+    port: u16,
+    table: Arc<Mutex<Table>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Identd {
+    /// Starts an identd on a free loopback port answering `default` to every
+    /// query without a table entry.
+    ///
+    /// # Errors
+    ///
+    /// When no loopback port can be bound.
+    pub async fn start(default: IdentAnswer) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| TestSupportError::Io {
+                context: "binding the test identd".into(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| TestSupportError::Io {
+                context: "reading the test identd's address".into(),
+                source,
+            })?
+            .port();
+        let table = Arc::new(Mutex::new(Table {
+            default,
+            by_port: HashMap::new(),
+            queries: Vec::new(),
+        }));
+        let t = Arc::clone(&table);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(answer(stream, Arc::clone(&t)));
+            }
+        });
+        Ok(Identd { port, table, task })
+    }
+
+    /// The loopback port the identd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Changes the answer for queries without a table entry.
+    pub fn set_default(&self, answer: IdentAnswer) {
+        if let Ok(mut t) = self.table.lock() {
+            t.default = answer;
+        }
+    }
+
+    /// Sets the answer for queries about connections from `client_port`.
+    pub fn answer_for(&self, client_port: u16, answer: IdentAnswer) {
+        if let Ok(mut t) = self.table.lock() {
+            t.by_port.insert(client_port, answer);
+        }
+    }
+
+    /// The port pairs asked about so far, in order.
+    pub fn queries(&self) -> Vec<(u16, u16)> {
+        self.table
+            .lock()
+            .map(|t| t.queries.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Identd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(stream: TcpStream, table: Arc<Mutex<Table>>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let query = line.trim();
+    let ports = query.split_once(',').and_then(|(a, b)| {
+        Some((
+            a.trim().parse::<u16>().ok()?,
+            b.trim().parse::<u16>().ok()?,
+        ))
+    });
+    let Some((theirs, ours)) = ports else {
+        let _ = write
+            .write_all(format!("{query} : ERROR : INVALID-PORT\r\n").as_bytes())
+            .await;
+        return;
+    };
+    let chosen = match table.lock() {
+        Ok(mut t) => {
+            t.queries.push((theirs, ours));
+            t.by_port
+                .get(&theirs)
+                .cloned()
+                .unwrap_or_else(|| t.default.clone())
+        }
+        Err(_) => return,
+    };
+    let reply = match chosen {
+        IdentAnswer::User(u) => format!("{theirs} , {ours} : USERID : UNIX : {u}\r\n"),
+        IdentAnswer::Error(e) => format!("{theirs} , {ours} : ERROR : {e}\r\n"),
+        IdentAnswer::WrongPorts(u) => format!(
+            "{} , {ours} : USERID : UNIX : {u}\r\n",
+            theirs.wrapping_add(1)
+        ),
+        IdentAnswer::Raw(l) => format!("{l}\r\n"),
+        IdentAnswer::Silent => {
+            // Hold the connection open until the querier gives up.
+            let mut rest = String::new();
+            let _ = reader.read_line(&mut rest).await;
+            return;
+        }
+        IdentAnswer::Close => return,
+    };
+    let _ = write.write_all(reply.as_bytes()).await;
+    let _ = write.shutdown().await;
+}
