@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Result, TestSupportError};
 use crate::ports::{free_port, loopback};
-use crate::process::{ChildGuard, find_binary};
+use crate::process::{ChildGuard, find_binary, scratch_dir};
 
 /// The Debian packages that provide Chromium and chromedriver.
 const APT_PACKAGES: &str = "chromium chromium-driver";
@@ -53,7 +53,7 @@ pub const DEFAULT_CHROMIUM_ARGS: &[&str] = &[
     "--disable-client-side-phishing-detection",
     "--no-pings",
     "--window-size=1280,1024",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]",
 ];
 
 /// Whether chromedriver at `addr` answers `GET /status` with 200.
@@ -104,10 +104,7 @@ impl Chromedriver {
     pub async fn start() -> Result<Self> {
         let chromium = find_binary("chromium", APT_PACKAGES)?;
         let chromedriver = find_binary("chromedriver", APT_PACKAGES)?;
-        let dir = tempfile::Builder::new()
-            .prefix("forge-test-chromedriver-")
-            .tempdir()
-            .map_err(|e| TestSupportError::io("creating a temporary directory", e))?;
+        let dir = scratch_dir("chromedriver")?;
         let log = dir.path().join("chromedriver.log");
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {

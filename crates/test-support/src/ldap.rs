@@ -30,7 +30,7 @@ use tempfile::TempDir;
 
 use crate::error::{Result, TestSupportError};
 use crate::ports::{free_port, loopback};
-use crate::process::{ChildGuard, find_binary, run_command};
+use crate::process::{ChildGuard, find_binary, run_command, scratch_dir};
 
 /// The Debian packages that provide `slapd`, `slapadd` and `ldapadd`.
 const APT_PACKAGES: &str = "slapd ldap-utils";
@@ -147,10 +147,7 @@ impl SlapdBuilder {
         };
         let base_entry = base_entry(&self.base_dn)?;
 
-        let dir = tempfile::Builder::new()
-            .prefix("forge-test-slapd-")
-            .tempdir()
-            .map_err(|e| TestSupportError::io("creating a temporary directory", e))?;
+        let dir = scratch_dir("slapd")?;
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text)

@@ -12,6 +12,10 @@
 //!   process — and test threads, tokio's blocking threads and test runtimes come and go. All
 //!   children are therefore forked by one **spawner thread** that lives as long as the process.
 //!
+//! Servers keep their files in a [`scratch_dir`], named after the test process; directories
+//! left behind by test processes that are gone (killed, or holding a server shared for the
+//! whole process) are removed the next time a test process creates one.
+//!
 //! The guard also sends SIGSTOP/SIGCONT, to simulate a server that hangs, and keeps the path of
 //! the file the child's stdout and stderr go to, whose last lines end up in start-up errors.
 
@@ -53,6 +57,50 @@ pub fn find_binary(binary: &'static str, apt_package: &'static str) -> Result<Pa
             binary,
             apt_package,
         })
+}
+
+/// Prefix of every scratch directory; `<kind>-<pid>-<random>` follows.
+const SCRATCH_PREFIX: &str = "forge-test-";
+
+/// Creates a temporary directory `forge-test-<kind>-<pid>-<random>` for a server's files,
+/// removed when the returned handle is dropped. The first call in a process also removes
+/// such directories whose process no longer exists.
+///
+/// # Errors
+///
+/// [`TestSupportError::Io`] when the directory cannot be created.
+pub fn scratch_dir(kind: &str) -> Result<tempfile::TempDir> {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(sweep_stale_scratch_dirs);
+    tempfile::Builder::new()
+        .prefix(&format!("{SCRATCH_PREFIX}{kind}-{}-", std::process::id()))
+        .tempdir()
+        .map_err(|e| TestSupportError::io(format!("creating a temporary directory for {kind}"), e))
+}
+
+/// Removes scratch directories whose owning process is gone.
+fn sweep_stale_scratch_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX)) else {
+            continue;
+        };
+        // `<kind>-<pid>-<random>`: the pid is the last all-digit field but one.
+        let fields: Vec<&str> = rest.split('-').collect();
+        let Some(pid) = fields
+            .len()
+            .checked_sub(2)
+            .and_then(|i| fields[i].parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && signal::kill(Pid::from_raw(pid), None) == Err(nix::Error::ESRCH) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A request to the spawner thread: a command to fork, and where to send the child.
@@ -429,6 +477,18 @@ mod tests {
             "`forge-no-such-binary` is not installed; install it with \
              `apt-get install forge-no-such-package`"
         );
+    }
+
+    #[test]
+    fn scratch_dirs_of_dead_processes_are_swept() {
+        let mine = scratch_dir("unit-test").unwrap();
+        let dead = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}unit-test-{}-abc123", i32::MAX));
+        std::fs::create_dir_all(&dead).unwrap();
+        sweep_stale_scratch_dirs();
+        assert!(!dead.exists());
+        assert!(mine.path().is_dir());
+        let name = mine.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("forge-test-unit-test-{}-", std::process::id())));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Result, TestSupportError};
 use crate::ports::{free_port, loopback};
-use crate::process::{ChildGuard, find_binary};
+use crate::process::{ChildGuard, find_binary, scratch_dir};
 
 /// The Debian package that provides `redis-server` (and Sentinel mode).
 const APT_PACKAGE: &str = "redis-server";
@@ -87,14 +87,6 @@ fn quote(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// Creates a temporary directory for a server.
-fn server_dir(prefix: &str) -> Result<TempDir> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(|e| TestSupportError::io("creating a temporary directory", e))
-}
-
 /// Options for a [`RedisServer`]; start with [`RedisServer::builder`].
 #[derive(Debug, Clone, Default)]
 pub struct RedisServerBuilder {
@@ -137,7 +129,7 @@ impl RedisServerBuilder {
     /// server's log otherwise.
     pub async fn start(self) -> Result<RedisServer> {
         let binary = redis_binary()?;
-        let dir = server_dir("forge-test-redis-")?;
+        let dir = scratch_dir("redis")?;
         let conf = dir.path().join("redis.conf");
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
@@ -358,7 +350,7 @@ impl SentinelServerBuilder {
     /// sentinel's log otherwise.
     pub async fn start(self) -> Result<SentinelServer> {
         let binary = redis_binary()?;
-        let dir = server_dir("forge-test-sentinel-")?;
+        let dir = scratch_dir("sentinel")?;
         let conf = dir.path().join("sentinel.conf");
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {

@@ -10,9 +10,8 @@
 //!   2. else, if `mariadbd` is installed, on a **server shared by the whole test process**:
 //!      started on first use by `mariadb-install-db` + `mariadbd` in a temporary directory
 //!      (about a second), on a free loopback port, and killed when the test process exits
-//!      (through its parent-death signal — a `static` is never dropped). Its directory is
-//!      named after the owning process id, and directories of processes that are gone are
-//!      swept on the next start. Sharing keeps each further [`MariaDb::start`] to a
+//!      (through its parent-death signal — a `static` is never dropped). Its directory stays
+//!      behind and is removed by the next test process (see [`crate::process::scratch_dir`]). Sharing keeps each further [`MariaDb::start`] to a
 //!      `CREATE DATABASE`; isolation comes from the database per test;
 //!   3. else on `mysql://root@127.0.0.1:3306`, the system server.
 //! * [`MariaDbServer`] is a dedicated `mariadbd` owned by one test, for tests that stop,
@@ -34,7 +33,7 @@ use tempfile::TempDir;
 
 use crate::error::{Result, TestSupportError};
 use crate::ports::{free_port, loopback};
-use crate::process::{ChildGuard, find_binary, run_command};
+use crate::process::{ChildGuard, find_binary, run_command, scratch_dir};
 
 /// The Debian package that provides `mariadbd` and `mariadb-install-db`.
 const APT_PACKAGE: &str = "mariadb-server";
@@ -42,8 +41,6 @@ const APT_PACKAGE: &str = "mariadb-server";
 pub const MYSQL_URL_ENV: &str = "FORGE_TEST_MYSQL_URL";
 /// The server used when `mariadbd` is not installed and [`MYSQL_URL_ENV`] is not set.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
-/// Prefix of the shared server's directory; the owner's pid follows.
-const SHARED_DIR_PREFIX: &str = "forge-test-mariadb-shared-";
 /// How long mariadbd gets to accept a login after being started.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long mariadbd gets to shut down cleanly.
@@ -67,10 +64,7 @@ impl SqliteDb {
     ///
     /// [`TestSupportError::Io`] when the temporary directory cannot be created.
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("forge-test-sqlite-")
-            .tempdir()
-            .map_err(|e| TestSupportError::io("creating a temporary directory", e))?;
+        let dir = scratch_dir("sqlite")?;
         let path = dir.path().join("test.db");
         Ok(Self { dir, path })
     }
@@ -142,14 +136,7 @@ impl MariaDb {
         }
         static SHARED: tokio::sync::OnceCell<MariaDbServer> = tokio::sync::OnceCell::const_new();
         let server = SHARED
-            .get_or_try_init(|| async {
-                sweep_stale_shared_dirs();
-                let dir = tempfile::Builder::new()
-                    .prefix(&format!("{SHARED_DIR_PREFIX}{}-", std::process::id()))
-                    .tempdir()
-                    .map_err(|e| TestSupportError::io("creating a temporary directory", e))?;
-                MariaDbServer::start_in(dir).await
-            })
+            .get_or_try_init(|| async { MariaDbServer::start_in(scratch_dir("mariadb-shared")?).await })
             .await?;
         server.create_database().await
     }
@@ -215,29 +202,6 @@ impl Drop for MariaDb {
     }
 }
 
-/// Removes shared-server directories whose owning test process is gone.
-fn sweep_stale_shared_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SHARED_DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::Error::ESRCH)
-        );
-        if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
 /// A `mariadbd` owned by one test (or shared by a test process, see the module docs); killed
 /// when dropped.
 #[derive(Debug)]
@@ -262,11 +226,7 @@ impl MariaDbServer {
     /// [`TestSupportError::MissingBinary`] without MariaDB; a failed `mariadb-install-db` or
     /// start-up errors quoting the server's log otherwise.
     pub async fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("forge-test-mariadb-")
-            .tempdir()
-            .map_err(|e| TestSupportError::io("creating a temporary directory", e))?;
-        Self::start_in(dir).await
+        Self::start_in(scratch_dir("mariadb")?).await
     }
 
     /// Initialises `dir/data` and starts a server on it.
