@@ -110,7 +110,9 @@ impl Chromedriver {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let mut command = Command::new(&chromedriver);
-            command.arg(format!("--port={port}")).current_dir(dir.path());
+            command
+                .arg(format!("--port={port}"))
+                .current_dir(dir.path());
             let mut child = ChildGuard::spawn("chromedriver", command, &log)?;
             let addr = loopback(port);
             match child

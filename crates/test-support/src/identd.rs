@@ -59,12 +59,13 @@ impl Identd {
     ///
     /// When no loopback port can be bound.
     pub async fn start(default: IdentAnswer) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|source| TestSupportError::Io {
-                context: "binding the test identd".into(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|source| TestSupportError::Io {
+                    context: "binding the test identd".into(),
+                    source,
+                })?;
         let port = listener
             .local_addr()
             .map_err(|source| TestSupportError::Io {
@@ -128,12 +129,9 @@ async fn answer(stream: TcpStream, table: Arc<Mutex<Table>>) {
         return;
     }
     let query = line.trim();
-    let ports = query.split_once(',').and_then(|(a, b)| {
-        Some((
-            a.trim().parse::<u16>().ok()?,
-            b.trim().parse::<u16>().ok()?,
-        ))
-    });
+    let ports = query
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
     let Some((theirs, ours)) = ports else {
         let _ = write
             .write_all(format!("{query} : ERROR : INVALID-PORT\r\n").as_bytes())

@@ -122,12 +122,11 @@ impl SlapdBuilder {
         let binary = find_binary("slapd", APT_PACKAGES)?;
         let slapadd = find_binary("slapadd", APT_PACKAGES)?;
         find_binary("ldapadd", APT_PACKAGES)?;
-        let schema_dir = find_dir(SCHEMA_DIRS, "core.schema").ok_or(
-            TestSupportError::MissingBinary {
+        let schema_dir =
+            find_dir(SCHEMA_DIRS, "core.schema").ok_or(TestSupportError::MissingBinary {
                 binary: "core.schema",
                 apt_package: APT_PACKAGES,
-            },
-        )?;
+            })?;
         let module_dir = find_dir(MODULE_DIRS, "back_mdb.la")
             .or_else(|| find_dir(MODULE_DIRS, "back_mdb.so"))
             .or_else(|| find_dir(MODULE_DIRS, "ppolicy.so"));
@@ -239,7 +238,10 @@ impl SlapdBuilder {
              \tby * none\n\
              access to *\n\
              \tby * read\n",
-            password = self.admin_password.replace('\\', "\\\\").replace('"', "\\\""),
+            password = self
+                .admin_password
+                .replace('\\', "\\\\")
+                .replace('"', "\\\""),
             db = dir.join("db").display(),
         );
         if modules.ppolicy.is_some() {

@@ -89,9 +89,11 @@ pub fn loopback(port: u16) -> SocketAddr {
 pub async fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let attempt =
-            tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr))
-                .await;
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
         if let Ok(Ok(_stream)) = attempt {
             return Ok(());
         }

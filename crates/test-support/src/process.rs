@@ -245,21 +245,30 @@ impl ChildGuard {
     ///
     /// [`TestSupportError::NotRunning`] when the child was already reaped.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        let child = self.child.as_mut().ok_or(TestSupportError::NotRunning { server: self.name })?;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or(TestSupportError::NotRunning { server: self.name })?;
         match child.try_wait() {
             Ok(None) => Ok(None),
             Ok(Some(status)) => {
                 self.reap_group();
                 Ok(Some(status))
             }
-            Err(e) => Err(TestSupportError::io(format!("waiting for {}", self.name), e)),
+            Err(e) => Err(TestSupportError::io(
+                format!("waiting for {}", self.name),
+                e,
+            )),
         }
     }
 
     /// Sends `signal` to the child process.
     fn signal(&self, signal: Signal) -> Result<()> {
-        let pid = self.pid().ok_or(TestSupportError::NotRunning { server: self.name })?;
-        let raw = i32::try_from(pid).map_err(|_| TestSupportError::NotRunning { server: self.name })?;
+        let pid = self
+            .pid()
+            .ok_or(TestSupportError::NotRunning { server: self.name })?;
+        let raw =
+            i32::try_from(pid).map_err(|_| TestSupportError::NotRunning { server: self.name })?;
         signal::kill(Pid::from_raw(raw), signal).map_err(|source| TestSupportError::Signal {
             server: self.name,
             pid,
@@ -327,7 +336,10 @@ impl ChildGuard {
                 }
                 Some(Ok(None)) => std::thread::sleep(Duration::from_millis(10)),
                 Some(Err(e)) => {
-                    return Err(TestSupportError::io(format!("waiting for {}", self.name), e));
+                    return Err(TestSupportError::io(
+                        format!("waiting for {}", self.name),
+                        e,
+                    ));
                 }
                 None => return Ok(()),
             }
@@ -482,12 +494,18 @@ mod tests {
     #[test]
     fn scratch_dirs_of_dead_processes_are_swept() {
         let mine = scratch_dir("unit-test").unwrap();
-        let dead = std::env::temp_dir().join(format!("{SCRATCH_PREFIX}unit-test-{}-abc123", i32::MAX));
+        let dead =
+            std::env::temp_dir().join(format!("{SCRATCH_PREFIX}unit-test-{}-abc123", i32::MAX));
         std::fs::create_dir_all(&dead).unwrap();
         sweep_stale_scratch_dirs();
         assert!(!dead.exists());
         assert!(mine.path().is_dir());
-        let name = mine.path().file_name().unwrap().to_string_lossy().into_owned();
+        let name = mine
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(name.starts_with(&format!("forge-test-unit-test-{}-", std::process::id())));
     }
 

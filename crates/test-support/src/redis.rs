@@ -67,10 +67,16 @@ async fn launch(
     if sentinel {
         command.arg("--sentinel");
     }
-    let log = dir.join(if sentinel { "sentinel.log" } else { "redis.log" });
+    let log = dir.join(if sentinel {
+        "sentinel.log"
+    } else {
+        "redis.log"
+    });
     let mut child = ChildGuard::spawn(name, command, &log)?;
     let addr = loopback(port);
-    child.wait_ready(addr, STARTUP_TIMEOUT, || ping(addr)).await?;
+    child
+        .wait_ready(addr, STARTUP_TIMEOUT, || ping(addr))
+        .await?;
     Ok(child)
 }
 
@@ -162,10 +168,7 @@ impl RedisServerBuilder {
             format!("dir {}", quote(&dir.to_string_lossy())),
             "logfile \"\"".to_owned(),
             "save \"\"".to_owned(),
-            format!(
-                "appendonly {}",
-                if self.appendonly { "yes" } else { "no" }
-            ),
+            format!("appendonly {}", if self.appendonly { "yes" } else { "no" }),
             "appendfsync everysec".to_owned(),
             "enable-debug-command local".to_owned(),
         ];
@@ -440,7 +443,11 @@ impl SentinelServer {
     }
 
     /// Options for a sentinel monitoring `master_host:master_port` as `master_name`.
-    pub fn builder(master_name: &str, master_host: &str, master_port: u16) -> SentinelServerBuilder {
+    pub fn builder(
+        master_name: &str,
+        master_host: &str,
+        master_port: u16,
+    ) -> SentinelServerBuilder {
         SentinelServerBuilder {
             master_name: master_name.to_owned(),
             master_host: master_host.to_owned(),

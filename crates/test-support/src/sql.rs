@@ -136,7 +136,9 @@ impl MariaDb {
         }
         static SHARED: tokio::sync::OnceCell<MariaDbServer> = tokio::sync::OnceCell::const_new();
         let server = SHARED
-            .get_or_try_init(|| async { MariaDbServer::start_in(scratch_dir("mariadb-shared")?).await })
+            .get_or_try_init(|| async {
+                MariaDbServer::start_in(scratch_dir("mariadb-shared")?).await
+            })
             .await?;
         server.create_database().await
     }
@@ -403,10 +405,7 @@ impl MariaDbServer {
 
 /// Options shared by `mariadb-install-db` and `mariadbd`: small InnoDB files, for a data
 /// directory of ~25 MB instead of ~115 MB and a quick start.
-const SERVER_TUNING: &[&str] = &[
-    "--innodb-buffer-pool-size=16M",
-    "--innodb-log-file-size=8M",
-];
+const SERVER_TUNING: &[&str] = &["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"];
 
 #[cfg(test)]
 mod tests {
@@ -418,8 +417,14 @@ mod tests {
             server_url("mysql://root:pw@db:3306/forge?ssl-mode=disabled"),
             "mysql://root:pw@db:3306"
         );
-        assert_eq!(server_url("mysql://root@127.0.0.1:3306"), "mysql://root@127.0.0.1:3306");
-        assert_eq!(server_url("mysql://root@127.0.0.1:3306/"), "mysql://root@127.0.0.1:3306");
+        assert_eq!(
+            server_url("mysql://root@127.0.0.1:3306"),
+            "mysql://root@127.0.0.1:3306"
+        );
+        assert_eq!(
+            server_url("mysql://root@127.0.0.1:3306/"),
+            "mysql://root@127.0.0.1:3306"
+        );
     }
 
     #[test]

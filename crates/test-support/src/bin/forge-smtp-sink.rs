@@ -17,7 +17,10 @@ use forge_test_support::smtp::{CapturedMail, Deliver, serve};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
-#[command(version, about = "An SMTP sink that writes every message to DIR/<n>.eml")]
+#[command(
+    version,
+    about = "An SMTP sink that writes every message to DIR/<n>.eml"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:2525", env = "FORGE_SMTP_SINK_LISTEN")]

@@ -8,8 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves one fixed HTML page to every request, on a loopback port.
 async fn page_server() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the page server");
+    let port = listener.local_addr().expect("page server address").port();
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
@@ -35,7 +37,7 @@ async fn page_server() -> (u16, tokio::task::JoinHandle<()>) {
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> usize {
     std::fs::read_dir("/proc")
-        .unwrap()
+        .expect("/proc is readable")
         .flatten()
         .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
@@ -50,7 +52,10 @@ async fn page_title_is_read_through_chromedriver() {
     assert_eq!(driver.url(), format!("http://127.0.0.1:{}", driver.port()));
 
     let client = driver.new_session().await.unwrap();
-    client.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+    client
+        .goto(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
     assert_eq!(client.title().await.unwrap(), "forge test page");
     let heading = client.find(Locator::Id("greeting")).await.unwrap();
     assert_eq!(heading.text().await.unwrap(), "Hello from forge");
@@ -61,11 +66,20 @@ async fn page_title_is_read_through_chromedriver() {
     // Leave the session open: dropping the driver must take the browser with it.
     let marker = format!("--port={}", driver.port());
     assert!(processes_mentioning(&marker) >= 1);
-    let profile_root = driver.log_path().parent().unwrap().to_string_lossy().into_owned();
+    let profile_root = driver
+        .log_path()
+        .parent()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(processes_mentioning(&profile_root) >= 1, "no Chromium runs");
     drop(client);
     drop(driver);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(processes_mentioning(&profile_root), 0, "Chromium outlived chromedriver");
+    assert_eq!(
+        processes_mentioning(&profile_root),
+        0,
+        "Chromium outlived chromedriver"
+    );
     server.abort();
 }

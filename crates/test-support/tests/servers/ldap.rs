@@ -14,18 +14,27 @@ async fn bind(slapd: &Slapd, dn: &str, password: &str) -> Result<(), u32> {
     let settings = LdapConnSettings::new().set_conn_timeout(Duration::from_secs(2));
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &slapd.url())
         .await
-        .unwrap();
+        .expect("connect to slapd");
     ldap3::drive!(conn);
-    let result = ldap.simple_bind(dn, password).await.unwrap();
+    let result = ldap.simple_bind(dn, password).await.expect("bind request");
     let _ = ldap.unbind().await;
-    if result.rc == 0 { Ok(()) } else { Err(result.rc) }
+    if result.rc == 0 {
+        Ok(())
+    } else {
+        Err(result.rc)
+    }
 }
 
 /// Adds `uid=<uid>` under people with the object classes idm-web uses.
 async fn add_user(slapd: &Slapd, uid: &str, user_password: &str) -> String {
     let dn = format!("uid={uid},{}", slapd.people_dn());
-    let mut ldap = slapd.admin_conn().await.unwrap();
-    let set = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<HashSet<_>>();
+    let mut ldap = slapd.admin_conn().await.expect("admin connection");
+    let set = |values: &[&str]| {
+        values
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect::<HashSet<_>>()
+    };
     let home = format!("/home/{uid}");
     let attrs = vec![
         (
@@ -43,7 +52,11 @@ async fn add_user(slapd: &Slapd, uid: &str, user_password: &str) -> String {
         ("userPassword".to_owned(), set(&[user_password])),
         ("sshPublicKey".to_owned(), set(&[SSH_KEY])),
     ];
-    ldap.add(&dn, attrs).await.unwrap().success().unwrap();
+    ldap.add(&dn, attrs)
+        .await
+        .expect("add request")
+        .success()
+        .expect("entry added");
     let _ = ldap.unbind().await;
     dn
 }
@@ -79,7 +92,10 @@ async fn entry_with_ssh_key_is_added_and_found() {
             .success()
             .unwrap();
         let _ = ldap.unbind().await;
-        entries.into_iter().map(SearchEntry::construct).collect::<Vec<_>>()
+        entries
+            .into_iter()
+            .map(SearchEntry::construct)
+            .collect::<Vec<_>>()
     };
     let found = search(slapd.url()).await;
     assert_eq!(found.len(), 1);
@@ -127,7 +143,10 @@ async fn argon2_hashes_bind_and_policy_locks() {
     use argon2::password_hash::{PasswordHasher, SaltString};
 
     let slapd = Slapd::start().await.unwrap();
-    assert!(slapd.has_argon2(), "the argon2 module is installed on this machine");
+    assert!(
+        slapd.has_argon2(),
+        "the argon2 module is installed on this machine"
+    );
     assert!(slapd.has_ppolicy());
 
     // The hash idm-web would store: argon2id, PHC string, in {ARGON2}.
@@ -162,6 +181,8 @@ async fn argon2_hashes_bind_and_policy_locks() {
             "dn: {group}\nobjectClass: posixGroup\ncn: tools\ngidNumber: 500\nmemberUid: bob\n"
         ))
         .unwrap();
-    let refused = slapd.ldapadd(&format!("dn: {group}\nobjectClass: posixGroup\ncn: tools\ngidNumber: 500\n"));
+    let refused = slapd.ldapadd(&format!(
+        "dn: {group}\nobjectClass: posixGroup\ncn: tools\ngidNumber: 500\n"
+    ));
     assert!(refused.is_err(), "a duplicate entry was accepted");
 }

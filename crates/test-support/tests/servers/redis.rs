@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use fred::prelude::*;
 use forge_test_support::{RedisServer, SentinelServer};
+use fred::prelude::*;
 
 /// A fred client for `url` with a command timeout (fred has none by default) and quick
 /// reconnects.
 async fn client(url: &str) -> Client {
-    let config = Config::from_url(url).unwrap();
+    let config = Config::from_url(url).expect("a valid Redis URL");
     let client = Builder::from_config(config)
         .with_performance_config(|perf| perf.default_command_timeout = Duration::from_secs(1))
         .with_connection_config(|conn| {
@@ -17,8 +17,8 @@ async fn client(url: &str) -> Client {
         })
         .set_policy(ReconnectPolicy::new_constant(0, 100))
         .build()
-        .unwrap();
-    client.init().await.unwrap();
+        .expect("a fred client");
+    client.init().await.expect("connect to Redis");
     client
 }
 
@@ -39,7 +39,11 @@ async fn get_eventually(client: &Client, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn value_survives_pause_and_restart() {
-    let mut redis = RedisServer::builder().appendonly(true).start().await.unwrap();
+    let mut redis = RedisServer::builder()
+        .appendonly(true)
+        .start()
+        .await
+        .unwrap();
     assert_eq!(redis.url(), format!("redis://127.0.0.1:{}", redis.port()));
     assert_eq!(redis.addr().port(), redis.port());
 
@@ -73,7 +77,12 @@ async fn value_survives_pause_and_restart() {
     // After a crash nothing answers.
     redis.kill().unwrap();
     assert!(!redis.is_running());
-    assert!(client.get::<Option<String>, _>("prefix:tool").await.is_err());
+    assert!(
+        client
+            .get::<Option<String>, _>("prefix:tool")
+            .await
+            .is_err()
+    );
     let _ = client.quit().await;
 }
 
@@ -139,10 +148,10 @@ async fn replica_follows_and_sentinel_fails_over() {
 async fn get_eventually_value(client: &Client, key: &str, expected: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(Some(value)) = client.get::<Option<String>, _>(key).await {
-            if value == expected {
-                return value;
-            }
+        if let Ok(Some(value)) = client.get::<Option<String>, _>(key).await
+            && value == expected
+        {
+            return value;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -15,7 +15,7 @@ fn transport(port: u16) -> AsyncSmtpTransport<Tokio1Executor> {
 }
 
 fn mailbox(text: &str) -> Mailbox {
-    text.parse().unwrap()
+    text.parse().expect("a valid mailbox")
 }
 
 #[tokio::test]
@@ -51,7 +51,10 @@ async fn lettre_mail_is_captured_and_decoded() {
     let first = &mails[0];
     assert_eq!(first.from, "noreply@example.org");
     assert_eq!(first.recipients, vec!["zoe@example.org".to_owned()]);
-    assert_eq!(first.subject().as_deref(), Some("Konto aktivieren — Schritt 2"));
+    assert_eq!(
+        first.subject().as_deref(),
+        Some("Konto aktivieren — Schritt 2")
+    );
     assert_eq!(first.header("To").as_deref(), Some("Zoë <zoe@example.org>"));
     let text = first.text_body().unwrap();
     assert_eq!(text.replace("\r\n", "\n").trim_end(), body.trim_end());
@@ -61,8 +64,14 @@ async fn lettre_mail_is_captured_and_decoded() {
         second.recipients,
         vec!["a@example.org".to_owned(), "b@example.org".to_owned()]
     );
-    assert_eq!(second.text_body().as_deref().map(str::trim_end), Some("plain text ✓"));
-    assert_eq!(second.html_body().as_deref().map(str::trim_end), Some("<p>html ✓</p>"));
+    assert_eq!(
+        second.text_body().as_deref().map(str::trim_end),
+        Some("plain text ✓")
+    );
+    assert_eq!(
+        second.html_body().as_deref().map(str::trim_end),
+        Some("<p>html ✓</p>")
+    );
 
     let timed_out = sink.wait_for(3, Duration::from_millis(100)).await;
     assert!(timed_out.is_err());
@@ -123,7 +132,8 @@ async fn sink_binary_writes_eml_files() {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--dir")
         .arg(&maildir);
-    let _sink = ChildGuard::spawn("forge-smtp-sink", command, &dir.path().join("sink.log")).unwrap();
+    let _sink =
+        ChildGuard::spawn("forge-smtp-sink", command, &dir.path().join("sink.log")).unwrap();
     wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))
         .await
         .unwrap();
@@ -139,7 +149,10 @@ async fn sink_binary_writes_eml_files() {
     let eml = maildir.join("1.eml");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !eml.is_file() {
-        assert!(tokio::time::Instant::now() < deadline, "1.eml never appeared");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "1.eml never appeared"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let text = std::fs::read_to_string(&eml).unwrap();

@@ -9,13 +9,16 @@ use sqlx::migrate::Migrator;
 async fn migrator() -> Migrator {
     Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations"))
         .await
-        .unwrap()
+        .expect("the test migrations")
 }
 
 #[tokio::test]
 async fn sqlite_migrates_and_queries() {
     let db = SqliteDb::new().unwrap();
-    assert_eq!(db.url(), format!("sqlite://{}?mode=rwc", db.path().display()));
+    assert_eq!(
+        db.url(),
+        format!("sqlite://{}?mode=rwc", db.path().display())
+    );
     let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(2)
         .connect(&db.url())
@@ -103,17 +106,34 @@ async fn dedicated_mariadb_server_restarts_with_its_data() {
     }
     let mut server = forge_test_support::MariaDbServer::start().await.unwrap();
     let db = server.create_database().await.unwrap();
-    let mut conn = sqlx::mysql::MySqlConnection::connect(&db.url()).await.unwrap();
-    sqlx::query("CREATE TABLE t (v INT)").execute(&mut conn).await.unwrap();
-    sqlx::query("INSERT INTO t VALUES (42)").execute(&mut conn).await.unwrap();
+    let mut conn = sqlx::mysql::MySqlConnection::connect(&db.url())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (v INT)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (42)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
 
     server.restart().await.unwrap();
-    let mut conn = sqlx::mysql::MySqlConnection::connect(&db.url()).await.unwrap();
-    let v: i32 = sqlx::query_scalar("SELECT v FROM t").fetch_one(&mut conn).await.unwrap();
+    let mut conn = sqlx::mysql::MySqlConnection::connect(&db.url())
+        .await
+        .unwrap();
+    let v: i32 = sqlx::query_scalar("SELECT v FROM t")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(v, 42);
     conn.close().await.unwrap();
 
     server.kill().unwrap();
-    assert!(sqlx::mysql::MySqlConnection::connect(&db.url()).await.is_err());
+    assert!(
+        sqlx::mysql::MySqlConnection::connect(&db.url())
+            .await
+            .is_err()
+    );
 }
