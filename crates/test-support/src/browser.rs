@@ -31,7 +31,7 @@ use crate::process::{ChildGuard, find_binary, scratch_dir};
 /// The Debian packages that provide Chromium and chromedriver.
 const APT_PACKAGES: &str = "chromium chromium-driver";
 /// How long chromedriver gets to answer `/status`.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many ports a start tries before giving up.
 const START_ATTEMPTS: usize = 3;
 

@@ -113,6 +113,19 @@ pub enum TestSupportError {
         server: &'static str,
     },
 
+    /// Neither a MariaDB server of our own nor the fallback server can be used.
+    #[error(
+        "`mariadbd` is not installed (install it with `apt-get install mariadb-server`) and \
+         the fallback server {url} cannot be used: {source}"
+    )]
+    NoMysqlServer {
+        /// The fallback server tried (credentials included, as configured).
+        url: String,
+        /// Why it could not be used.
+        #[source]
+        source: sqlx::Error,
+    },
+
     /// A SQL statement needed to prepare a test database failed.
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),

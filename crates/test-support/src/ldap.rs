@@ -53,7 +53,7 @@ const MODULE_DIRS: &[&str] = &[
 /// The system schemas every test directory loads, in dependency order.
 const SYSTEM_SCHEMAS: &[&str] = &["core", "cosine", "inetorgperson", "nis"];
 /// How long slapd gets to accept an admin bind after being started.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long slapd gets to shut down cleanly.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How many ports a start tries before giving up.

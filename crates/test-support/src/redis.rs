@@ -25,7 +25,7 @@ use crate::process::{ChildGuard, find_binary, scratch_dir};
 /// The Debian package that provides `redis-server` (and Sentinel mode).
 const APT_PACKAGE: &str = "redis-server";
 /// How long a server gets to answer `PING` after being started.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a server gets to shut down cleanly on [`RedisServer::stop`].
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How many ports a start tries before giving up (another process may take ours first).

@@ -42,7 +42,7 @@ pub const MYSQL_URL_ENV: &str = "FORGE_TEST_MYSQL_URL";
 /// The server used when `mariadbd` is not installed and [`MYSQL_URL_ENV`] is not set.
 pub const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
 /// How long mariadbd gets to accept a login after being started.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long mariadbd gets to shut down cleanly.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How many ports a start tries before giving up.
@@ -132,7 +132,15 @@ impl MariaDb {
             return Self::create_on(&server_url(&url)).await;
         }
         if find_binary("mariadbd", APT_PACKAGE).is_err() {
-            return Self::create_on(DEFAULT_MYSQL_URL).await;
+            return Self::create_on(DEFAULT_MYSQL_URL)
+                .await
+                .map_err(|error| match error {
+                    TestSupportError::Sql(source) => TestSupportError::NoMysqlServer {
+                        url: DEFAULT_MYSQL_URL.to_owned(),
+                        source,
+                    },
+                    other => other,
+                });
         }
         static SHARED: tokio::sync::OnceCell<MariaDbServer> = tokio::sync::OnceCell::const_new();
         let server = SHARED
