@@ -1,0 +1,127 @@
+//! dynamicproxy: the Redis-routed front proxy of the tool-hosting edge.
+//!
+//! A request for `<tool>.<domain>` goes to the backend registered in Redis
+//! under `prefix:<tool>` (or to a `frontend:<fqdn>` member), anything else to
+//! the default upstream — the Kubernetes ingress. Unlike today's nginx + Lua
+//! hook, no request waits for Redis: the whole route table lives in memory.
+//!
+//! * [`table`] — the [`RouteTable`](table::RouteTable): compiled routes,
+//!   the routing order, the on-disk snapshot.
+//! * [`sync`] — [`RouteSync`](sync::RouteSync): full loads, keyspace
+//!   notifications, periodic resync, Redis health.
+//! * [`proxy`] — the HTTP/1.1 + HTTP/2 server and the pooled client.
+//! * [`admin`] — `/list` next to forge-core's `/healthz`, `/metrics`, ….
+//! * [`config`] — the configuration, documented in `docs/dynamicproxy.md`.
+//!
+//! [`run`] is the entry point: it takes bound listeners, the configuration
+//! and a [`Shutdown`], so tests run the proxy in-process on port 0.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod sync;
+pub mod table;
+
+use std::sync::Arc;
+
+use forge_core::lifecycle::systemd;
+use forge_core::{Reloadable, Shutdown, StatusBoard};
+use tokio::net::TcpListener;
+
+pub use config::{Config, Settings};
+
+/// The listeners the proxy serves, already bound.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge).
+    pub http: TcpListener,
+    /// The admin endpoint.
+    pub admin: TcpListener,
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is refused.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The Redis client could not be set up.
+    #[error(transparent)]
+    Redis(#[from] forge_core::redis::RedisSetupError),
+    /// A listener failed.
+    #[error("admin listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the proxy until `shutdown`, with a fixed configuration.
+pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(), Error> {
+    let settings = config.settings().map_err(Error::Config)?;
+    let generation = forge_core::config::generation_of(&config);
+    let board = StatusBoard::new("dynamicproxy", forge_core::VERSION, &generation);
+    run_with(listeners, config, Reloadable::new(settings), board, shutdown).await
+}
+
+/// Runs the proxy until `shutdown`; request-handling `settings` may be
+/// replaced while it runs (`SIGHUP`), and `board` carries its health.
+pub async fn run_with(
+    listeners: Listeners,
+    config: Config,
+    settings: Arc<Reloadable<Settings>>,
+    board: Arc<StatusBoard>,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let metrics = metrics::Metrics::register();
+    let routes = Arc::new(table::Routes::default());
+    let status = Arc::new(sync::SyncStatus::default());
+    let route_sync = sync::RouteSync::new(
+        config.routes.clone(),
+        &config.redis,
+        routes.clone(),
+        status.clone(),
+        board.clone(),
+        metrics.clone(),
+    )?;
+    board.set_field("redis", config.redis.describe());
+    if config.routes.startup == config::Startup::Snapshot {
+        route_sync.load_snapshot();
+    }
+    route_sync.report();
+    let sync_task = tokio::spawn(route_sync.run(shutdown.clone()));
+    let admin_router = admin::router(board, routes.clone(), status.clone(), metrics.clone());
+    let admin_task = tokio::spawn(forge_core::admin::serve(
+        listeners.admin,
+        admin_router,
+        shutdown.clone(),
+    ));
+
+    if !status.is_ready() {
+        tracing::info!("waiting for the first route table from Redis before serving");
+    }
+    tokio::select! {
+        _ = status.wait_ready() => {}
+        _ = shutdown.triggered() => {}
+    }
+    if !shutdown.is_triggered() {
+        systemd::ready();
+        tracing::info!(
+            addr = ?listeners.http.local_addr().ok(),
+            "serving"
+        );
+        let proxy = proxy::Proxy::new(routes, settings, &config.upstream, metrics);
+        proxy::serve(
+            listeners.http,
+            proxy,
+            config.server.clone(),
+            false,
+            shutdown.clone(),
+        )
+        .await;
+    }
+    let _ = sync_task.await;
+    match admin_task.await {
+        Ok(r) => r?,
+        Err(e) => tracing::warn!(error = %e, "admin task failed"),
+    }
+    Ok(())
+}
