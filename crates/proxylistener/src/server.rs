@@ -1,0 +1,326 @@
+//! The registration server: accepts connections, reads one request each,
+//! authenticates it, checks it against the policy, writes it, replies once.
+//!
+//! Per connection, in order (nothing is written unless every step passes):
+//!
+//! 1. read the request (bounded lines, one deadline for the whole request);
+//! 2. validate the route (a linear-time regex under a length cap) and the
+//!    backend URL (`http(s)://<ip>:<port>`, port in range, host = the client
+//!    or inside `policy.backend_networks`);
+//! 3. ident: the client's identd must name `<project>.<tool>` for exactly
+//!    this connection;
+//! 4. one atomic Redis script; `ok` only after Redis confirmed it.
+//!
+//! Every refusal is logged with the peer and the reason and counted in
+//! `forge_proxylistener_requests_total{outcome}`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forge_core::{BackendUrl, Reloadable, RoutePattern, Shutdown, ToolName};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, canonical_ip};
+use crate::ident::{IdentQuery, tool_of_user};
+use crate::protocol::{Command, RawRequest, ReadError, Reply, RequestReader};
+use crate::store::{RouteStore, StoreError};
+
+/// What the server needs: its live configuration and the route store.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The configuration in force (swapped on reload).
+    pub config: Arc<Reloadable<Config>>,
+    /// Where registrations are written.
+    pub store: RouteStore,
+}
+
+/// The outcome of one request: the reply plus labels for logs and metrics.
+#[derive(Debug)]
+struct Outcome {
+    reply: Reply,
+    /// `ok`, or the refusal/failure label.
+    label: &'static str,
+    command: Option<Command>,
+    tool: Option<ToolName>,
+}
+
+impl Outcome {
+    fn fail(label: &'static str, reason: impl ToString) -> Self {
+        Outcome {
+            reply: Reply::Fail(reason.to_string()),
+            label,
+            command: None,
+            tool: None,
+        }
+    }
+}
+
+/// Serves registrations on `listener` until `shutdown`; then stops
+/// accepting and waits (up to `shutdown_drain_ms`) for requests in flight.
+pub async fn run(listener: TcpListener, ctx: Context, shutdown: Shutdown) -> std::io::Result<()> {
+    let max = ctx.config.get().limits.max_connections;
+    let slots = Arc::new(Semaphore::new(max));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.triggered() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.triggered() => break,
+        };
+        // Reap finished connection tasks so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            handle(stream, peer, &ctx).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drain = Duration::from_millis(ctx.config.get().shutdown_drain_ms);
+    let finished = forge_core::lifecycle::drain_within(&shutdown, drain, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if !finished {
+        tasks.abort_all();
+    }
+    Ok(())
+}
+
+/// Handles one connection: one request, one reply, close.
+async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
+    let started = Instant::now();
+    metrics::gauge!("forge_proxylistener_connections").increment(1.0);
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let config = ctx.config.get();
+    let outcome = process(read, peer, local_port, &config, &ctx.store).await;
+
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = write.write_all(&outcome.reply.to_wire()).await;
+        let _ = write.shutdown().await;
+    })
+    .await;
+
+    let command = outcome.command.map_or("none", Command::as_str);
+    let tool = outcome.tool.as_ref().map_or("-", ToolName::as_str);
+    match &outcome.reply {
+        Reply::Ok => tracing::info!(%peer, command, tool, "ok"),
+        Reply::Fail(reason) => {
+            tracing::warn!(%peer, command, tool, outcome = outcome.label, %reason, "refused")
+        }
+    }
+    metrics::counter!(
+        "forge_proxylistener_requests_total",
+        "command" => command,
+        "outcome" => outcome.label
+    )
+    .increment(1);
+    metrics::histogram!("forge_proxylistener_request_seconds", "command" => command)
+        .record(started.elapsed().as_secs_f64());
+    metrics::gauge!("forge_proxylistener_connections").decrement(1.0);
+}
+
+async fn process(
+    read: tokio::net::tcp::OwnedReadHalf,
+    peer: SocketAddr,
+    local_port: u16,
+    config: &Config,
+    store: &RouteStore,
+) -> Outcome {
+    // 1. Read.
+    let mut reader = BufReader::with_capacity(1024, read);
+    let mut request_reader = RequestReader::default();
+    let read = tokio::time::timeout(
+        config.limits.request_timeout(),
+        request_reader.read(&mut reader, config.limits.max_line_bytes),
+    )
+    .await;
+    let raw = match read {
+        Err(_) => {
+            let e = ReadError::Timeout {
+                what: request_reader.waiting_for,
+            };
+            return Outcome::fail(e.label(), e);
+        }
+        Ok(Err(e)) => return Outcome::fail(e.label(), e),
+        Ok(Ok(raw)) => raw,
+    };
+    let mut outcome = carry_out(raw.clone(), peer, local_port, config, store).await;
+    outcome.command = Some(raw.command);
+    outcome
+}
+
+async fn carry_out(
+    raw: RawRequest,
+    peer: SocketAddr,
+    local_port: u16,
+    config: &Config,
+    store: &RouteStore,
+) -> Outcome {
+    // 2. Validate.
+    let route = match RoutePattern::parse(&raw.route) {
+        Ok(r) => r,
+        Err(e) => return Outcome::fail("bad_route", format!("bad route: {e}")),
+    };
+    let backend = match raw.url.as_deref().map(BackendUrl::parse) {
+        None => None,
+        Some(Ok(u)) => {
+            if let Err((label, reason)) = check_backend(&u, peer, config) {
+                return Outcome::fail(label, reason);
+            }
+            Some(u)
+        }
+        Some(Err(e)) => return Outcome::fail("bad_url", format!("bad backend URL: {e}")),
+    };
+
+    // 3. Authenticate.
+    let query = IdentQuery {
+        peer,
+        local_port,
+        ident_port: config.ident.port,
+        connect_timeout: config.ident.connect_timeout(),
+        read_timeout: config.ident.read_timeout(),
+    };
+    let ident_started = Instant::now();
+    let user = query.lookup().await;
+    metrics::histogram!("forge_proxylistener_ident_seconds")
+        .record(ident_started.elapsed().as_secs_f64());
+    let tool = match user.and_then(|u| tool_of_user(&u, &config.project)) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::fail(e.label(), format!("ident authentication failed: {e}"));
+        }
+    };
+
+    // 4. Write.
+    let result = match (raw.command, backend) {
+        (Command::Register, Some(url)) => store
+            .register(&tool, route.as_str(), url.as_str(), None, &config.durability)
+            .await
+            .map(|()| "ok"),
+        (Command::RegisterCanonical, Some(url)) => {
+            let canonical = format!("{tool}.{}", config.canonical_domain);
+            store
+                .register(
+                    &tool,
+                    route.as_str(),
+                    url.as_str(),
+                    Some(&canonical),
+                    &config.durability,
+                )
+                .await
+                .map(|()| "ok")
+        }
+        (Command::Unregister, _) => unregister(&tool, &route, peer, config, store).await,
+        (_, None) => Err(StoreError::Other(
+            "registration without a backend URL".into(),
+        )),
+    };
+    let (reply, label) = match result {
+        Ok(label) => (Reply::Ok, label),
+        Err(e) => (Reply::Fail(e.to_string()), e.label()),
+    };
+    if label == "kept_foreign" {
+        tracing::info!(%peer, tool = %tool, route = %route, outcome = label, "unregister left the route in place");
+    }
+    Outcome {
+        reply,
+        label,
+        command: None,
+        tool: Some(tool),
+    }
+}
+
+/// Removes the route if it points at this client (or nowhere). A route that
+/// points at another host belongs to a newer registration: it is left alone
+/// and the client still hears `ok` (its own registration is gone).
+async fn unregister(
+    tool: &ToolName,
+    route: &RoutePattern,
+    peer: SocketAddr,
+    config: &Config,
+    store: &RouteStore,
+) -> Result<&'static str, StoreError> {
+    for _ in 0..5 {
+        let current = store.backend_of(tool, route.as_str()).await?;
+        if let Some(url) = &current {
+            let ours = BackendUrl::parse(url)
+                .ok()
+                .and_then(|u| u.ip())
+                .is_some_and(|ip| config.policy.backend_host_allowed(peer.ip(), ip));
+            if !ours {
+                return Ok("kept_foreign");
+            }
+        }
+        if store
+            .unregister_if(tool, route.as_str(), current.as_deref(), &config.durability)
+            .await?
+        {
+            return Ok(if current.is_some() { "ok" } else { "absent" });
+        }
+        // It changed between our look and our delete: look again.
+    }
+    Err(StoreError::Other(
+        "the route kept changing while it was being removed; try again".into(),
+    ))
+}
+
+/// The policy checks on a backend: IP host = the client (or an allowed
+/// network), port in range.
+fn check_backend(
+    url: &BackendUrl,
+    peer: SocketAddr,
+    config: &Config,
+) -> Result<(), (&'static str, String)> {
+    let p = &config.policy;
+    let Some(ip) = url.ip() else {
+        return Err((
+            "backend_not_ip",
+            format!(
+                "backend host {:?} must be an IP address (this client's own, {})",
+                url.host(),
+                canonical_ip(peer.ip())
+            ),
+        ));
+    };
+    if !p.backend_host_allowed(peer.ip(), ip) {
+        return Err((
+            "backend_foreign_host",
+            format!(
+                "backend host {ip} is not this client's address {}",
+                canonical_ip(peer.ip())
+            ),
+        ));
+    }
+    if url.port() < p.min_backend_port || url.port() > p.max_backend_port {
+        return Err((
+            "backend_port",
+            format!(
+                "backend port {} is outside the allowed range {}-{}",
+                url.port(),
+                p.min_backend_port,
+                p.max_backend_port
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! [`RouteStore`]: the registrations in Redis, written atomically.
+//!
+//! Every write is one Lua script (one atomic step in Redis), sent through one
+//! pooled fred client to the current master (a URL or Sentinel, see
+//! [`forge_core::redis::RedisSettings`]); a request's reply is `ok` only after
+//! Redis confirmed the script (and, with `[durability] min_replicas > 0`,
+//! after `WAIT` saw enough replicas).
+//!
+//! * [`REGISTER_LUA`] — `HSET prefix:<tool> <route> <url>` (plus
+//!   `HSET redirect:<tool> <route> <tool>.<domain>` for canonical ones).
+//! * [`UNREGISTER_LUA`] — compare-and-delete: removes the route from both
+//!   hashes only if `prefix:<tool>` still holds the backend the caller saw, so
+//!   a release racing a new registration can never delete the new one.
+//!
+//! Both publish the tool's name on `forge:routes:changed` (a hint for route
+//! caches; no key is written).
+
+use std::time::Duration;
+
+use forge_core::redis::RedisSettings;
+use forge_core::{RedisKey, ToolName};
+use fred::prelude::*;
+
+use crate::config::Durability;
+
+/// Registers a route. KEYS: `prefix:<tool>`, `redirect:<tool>`. ARGV: route,
+/// backend URL, canonical name (`''` = not canonical), change channel, tool.
+pub const REGISTER_LUA: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"#;
+
+/// Compare-and-delete of a route. KEYS: `prefix:<tool>`, `redirect:<tool>`.
+/// ARGV: route, the backend URL the caller saw (`''` = none), change channel,
+/// tool. Returns 1 when deleted (or nothing was there), 0 when the route
+/// changed since the caller looked (nothing deleted).
+pub const UNREGISTER_LUA: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current == false then current = '' end
+if current ~= ARGV[2] then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if current ~= '' then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 1
+"#;
+
+/// Why a Redis operation failed; the text is the client's `fail:` reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The server we reached is a read-only replica.
+    #[error("redis is a read-only replica, not the master; nothing was written")]
+    ReadOnly,
+    /// Redis did not answer in time.
+    #[error("redis did not answer within {0:?}; the registration may not have been stored")]
+    Timeout(Duration),
+    /// Redis is unreachable.
+    #[error("redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Fewer replicas than required acknowledged the write.
+    #[error(
+        "not replicated: {acked} of {wanted} replicas acknowledged within {timeout_ms} ms (the master has the write)"
+    )]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: i64,
+        /// Replicas required.
+        wanted: u32,
+        /// How long we waited.
+        timeout_ms: u64,
+    },
+    /// Any other Redis error.
+    #[error("redis error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::ReadOnly => "redis_readonly",
+            StoreError::Timeout(_) => "redis_timeout",
+            StoreError::Unavailable(_) => "redis_unavailable",
+            StoreError::NotReplicated { .. } => "not_replicated",
+            StoreError::Other(_) => "redis_error",
+        }
+    }
+
+    fn from_fred(e: &fred::error::Error, timeout: Duration) -> Self {
+        let details = e.details();
+        if details.contains("READONLY") {
+            return StoreError::ReadOnly;
+        }
+        match e.kind() {
+            ErrorKind::Timeout => StoreError::Timeout(timeout),
+            ErrorKind::IO | ErrorKind::Canceled => StoreError::Unavailable(details.to_owned()),
+            _ => StoreError::Other(details.chars().take(200).collect()),
+        }
+    }
+}
+
+/// The registrations in Redis.
+#[derive(Clone)]
+pub struct RouteStore {
+    /// The pooled client (to the master).
+    pool: Pool,
+    /// The per-command timeout, for error messages.
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RouteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteStore")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteStore {
+    /// A store for `settings`; connections are opened in the background and
+    /// re-opened whenever they drop, so a Redis that is down at start-up or
+    /// later only makes requests fail until it is back.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, forge_core::redis::RedisSetupError> {
+        let pool = settings.pool()?;
+        drop(pool.connect_pool());
+        Ok(RouteStore {
+            pool,
+            timeout: settings.command_timeout(),
+        })
+    }
+
+    /// Waits (up to `within`) until a connection is up; `false` otherwise.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.pool.wait_for_connect())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// `PING`, for the health check.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool
+            .next()
+            .ping::<()>(None)
+            .await
+            .map_err(|e| StoreError::from_fred(&e, self.timeout))
+    }
+
+    /// Registers `route` → `url` for `tool`; with `canonical`, also the
+    /// `redirect:` entry naming it.
+    pub async fn register(
+        &self,
+        tool: &ToolName,
+        route: &str,
+        url: &str,
+        canonical: Option<&str>,
+        durability: &Durability,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.next();
+        let keys = vec![
+            RedisKey::Prefix(tool.clone()).to_key(),
+            RedisKey::Redirect(tool.clone()).to_key(),
+        ];
+        let args = vec![
+            route.to_owned(),
+            url.to_owned(),
+            canonical.unwrap_or("").to_owned(),
+            RedisKey::RoutesChanged.to_key(),
+            tool.to_string(),
+        ];
+        client
+            .eval::<i64, _, _, _>(REGISTER_LUA, keys, args)
+            .await
+            .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
+        self.wait_replicas(client, durability).await
+    }
+
+    /// The backend `route` of `tool` points at now.
+    pub async fn backend_of(
+        &self,
+        tool: &ToolName,
+        route: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.pool
+            .next()
+            .hget::<Option<String>, _, _>(RedisKey::Prefix(tool.clone()).to_key(), route)
+            .await
+            .map_err(|e| StoreError::from_fred(&e, self.timeout))
+    }
+
+    /// Removes `route` of `tool` if it still points at `expected` (`None`:
+    /// if it points nowhere, which clears a stray `redirect:` entry).
+    /// `Ok(false)`: it changed meanwhile and nothing was deleted.
+    pub async fn unregister_if(
+        &self,
+        tool: &ToolName,
+        route: &str,
+        expected: Option<&str>,
+        durability: &Durability,
+    ) -> Result<bool, StoreError> {
+        let client = self.pool.next();
+        let keys = vec![
+            RedisKey::Prefix(tool.clone()).to_key(),
+            RedisKey::Redirect(tool.clone()).to_key(),
+        ];
+        let args = vec![
+            route.to_owned(),
+            expected.unwrap_or("").to_owned(),
+            RedisKey::RoutesChanged.to_key(),
+            tool.to_string(),
+        ];
+        let deleted: i64 = client
+            .eval(UNREGISTER_LUA, keys, args)
+            .await
+            .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
+        if deleted == 1 {
+            self.wait_replicas(client, durability).await?;
+        }
+        Ok(deleted == 1)
+    }
+
+    /// `WAIT` for the configured replica count on the connection that wrote.
+    async fn wait_replicas(&self, client: &Client, d: &Durability) -> Result<(), StoreError> {
+        if d.min_replicas == 0 {
+            return Ok(());
+        }
+        // WAIT blocks server-side for up to timeout_ms: give the command that
+        // long plus the usual command timeout.
+        let acked: i64 = client
+            .with_options(&fred::types::config::Options {
+                timeout: Some(Duration::from_millis(d.timeout_ms) + self.timeout),
+                ..Default::default()
+            })
+            .wait(i64::from(d.min_replicas), d.timeout_ms as i64)
+            .await
+            .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
+        if acked < i64::from(d.min_replicas) {
+            return Err(StoreError::NotReplicated {
+                acked,
+                wanted: d.min_replicas,
+                timeout_ms: d.timeout_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the connections.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+}
