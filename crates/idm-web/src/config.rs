@@ -1,0 +1,474 @@
+//! idm-web's configuration: one TOML file (`/etc/forge/idm-web.toml`),
+//! environment overrides `FORGE_IDM_<SECTION>__<KEY>`, and flags.
+//!
+//! Every key is documented in `docs/idm-web.md`. Secrets (LDAP bind password,
+//! token key, SMTP password) can be given inline or, better, as a `*_file`
+//! path readable only by the service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use forge_core::config::Loaded;
+use forge_core::redis::RedisSettings;
+use forge_core::telemetry::LogSettings;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The environment prefix of overrides.
+pub const ENV_PREFIX: &str = "FORGE_IDM";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The public web listener and what it accepts.
+    pub http: HttpSettings,
+    /// The admin listener (`/healthz`, `/metrics` …).
+    pub admin: AdminSettings,
+    /// The SQL database.
+    pub database: DatabaseSettings,
+    /// The LDAP directory holding accounts.
+    pub ldap: LdapSettings,
+    /// Outgoing mail.
+    pub mail: MailSettings,
+    /// Redis, for the job queues.
+    pub redis: RedisSettings,
+    /// Signed tokens (activation links, CSRF, anti-bot challenges).
+    pub tokens: TokenSettings,
+    /// Signup rules.
+    pub signup: SignupSettings,
+    /// Username blocklist sources.
+    pub blocklist: BlocklistSettings,
+    /// Rate limits.
+    pub rate_limit: RateLimitSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address the web app listens on (behind the TLS-terminating proxy).
+    pub listen: SocketAddr,
+    /// The public base URL used in links sent by mail, e.g. `https://idm.example.org`.
+    pub public_base_url: String,
+    /// `Host` names accepted (with or without port). Empty: only the host of
+    /// `public_base_url`. Add a standby host's own name here to reach it directly.
+    pub allowed_hosts: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (the proxies in front).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether cookies carry `Secure` (keep `true` in production).
+    pub cookie_secure: bool,
+    /// How long a session lasts without activity, in days.
+    pub session_days: i64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            public_base_url: "http://localhost:8000".into(),
+            allowed_hosts: Vec::new(),
+            trusted_proxies: vec!["127.0.0.1/32".parse().expect("literal"), "::1/128".parse().expect("literal")],
+            cookie_secure: true,
+            session_days: 14,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address of the admin endpoint.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9108)),
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite:///path/idm.db` (embedded default) or `mysql://user:pw@host/db` (MariaDB).
+    pub url: String,
+    /// A file holding the URL instead (it contains a password).
+    pub url_file: Option<PathBuf>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection, milliseconds.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "sqlite://idm-web.db".into(),
+            url_file: None,
+            max_connections: 8,
+            acquire_timeout_ms: 5000,
+        }
+    }
+}
+
+/// How passwords are hashed for the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordScheme {
+    /// `{ARGON2}` (argon2id, PHC string): needs slapd's argon2 module.
+    Argon2,
+    /// `{SSHA}`: salted SHA-1, for directories without the module.
+    Ssha,
+}
+
+/// `[ldap]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapSettings {
+    /// `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    /// Upgrade `ldap://` with StartTLS.
+    pub starttls: bool,
+    /// The service account that searches and creates entries.
+    pub bind_dn: String,
+    /// Its password.
+    pub bind_password: String,
+    /// A file holding the password instead.
+    pub bind_password_file: Option<PathBuf>,
+    /// Where accounts live: `uid=<uid>,<people_base>`.
+    pub people_base: String,
+    /// The counter entry that hands out `uidNumber`s (created on first use).
+    pub uid_counter_dn: String,
+    /// The lowest `uidNumber` handed out.
+    pub first_uid_number: u32,
+    /// `gidNumber` of new accounts.
+    pub gid_number: u32,
+    /// Object classes added to the standard ones.
+    pub extra_object_classes: Vec<String>,
+    /// `loginShell` of new accounts.
+    pub login_shell: String,
+    /// `homeDirectory` is `<home_prefix>/<uid>`.
+    pub home_prefix: String,
+    /// `argon2` or `ssha`.
+    pub password_scheme: PasswordScheme,
+    /// Connect and per-operation timeout, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for LdapSettings {
+    fn default() -> Self {
+        LdapSettings {
+            url: "ldap://127.0.0.1:389".into(),
+            starttls: false,
+            bind_dn: "cn=admin,dc=example,dc=org".into(),
+            bind_password: String::new(),
+            bind_password_file: None,
+            people_base: "ou=people,dc=example,dc=org".into(),
+            uid_counter_dn: "cn=uidnumber-counter,dc=example,dc=org".into(),
+            first_uid_number: 5000,
+            gid_number: 500,
+            extra_object_classes: Vec::new(),
+            login_shell: "/bin/bash".into(),
+            home_prefix: "/home".into(),
+            password_scheme: PasswordScheme::Argon2,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// How mail leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Through an SMTP relay.
+    Smtp,
+    /// Written as `.eml` files to `mail.file_dir` (development).
+    File,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain (a relay on localhost).
+    None,
+    /// STARTTLS, required.
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+}
+
+/// `[mail]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailSettings {
+    /// `smtp` or `file`.
+    pub transport: MailTransport,
+    /// SMTP relay host.
+    pub smtp_host: String,
+    /// SMTP relay port.
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: SmtpTls,
+    /// SMTP user (empty: no authentication).
+    pub username: String,
+    /// SMTP password.
+    pub password: String,
+    /// A file holding the SMTP password instead.
+    pub password_file: Option<PathBuf>,
+    /// Directory for the `file` transport.
+    pub file_dir: PathBuf,
+    /// Sender of every mail.
+    pub from: String,
+    /// Who is told about new accounts.
+    pub admin_recipients: Vec<String>,
+    /// SMTP timeout, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            transport: MailTransport::Smtp,
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: 2525,
+            tls: SmtpTls::None,
+            username: String::new(),
+            password: String::new(),
+            password_file: None,
+            file_dir: PathBuf::from("mailbox"),
+            from: "Forge accounts <noreply@example.org>".into(),
+            admin_recipients: Vec::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The signing key (at least 32 characters). Prefer `secret_file`.
+    pub secret: String,
+    /// A file holding the key.
+    pub secret_file: Option<PathBuf>,
+    /// How long an activation link works, in days.
+    pub activation_days: i64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            secret: String::new(),
+            secret_file: None,
+            activation_days: 3,
+        }
+    }
+}
+
+/// `[signup]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignupSettings {
+    /// Shortest password accepted.
+    pub min_password_length: usize,
+    /// A further list of refused passwords, one per line (added to the shipped one).
+    pub common_passwords_file: Option<PathBuf>,
+    /// Days after which unactivated signups are deleted (`expire-signups` default).
+    pub expiry_days: i64,
+    /// Whether the anti-bot question is asked.
+    pub antibot: bool,
+}
+
+impl Default for SignupSettings {
+    fn default() -> Self {
+        SignupSettings {
+            min_password_length: 10,
+            common_passwords_file: None,
+            expiry_days: 5,
+            antibot: true,
+        }
+    }
+}
+
+/// One wiki the blocklist comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BlocklistSource {
+    /// Short name stored as the entries' origin (`meta`, `wikitech`).
+    pub name: String,
+    /// The wiki's `api.php` URL.
+    pub api_url: String,
+}
+
+/// `[blocklist]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlocklistSettings {
+    /// The wikis.
+    pub sources: Vec<BlocklistSource>,
+    /// The page holding the list.
+    pub page: String,
+    /// Fetch timeout, seconds.
+    pub timeout_seconds: u64,
+    /// `User-Agent` of fetches (wikis require a descriptive one).
+    pub user_agent: String,
+    /// Entries not seen for this many days are dropped.
+    pub stale_days: i64,
+    /// How often the web app re-reads the list from the database, seconds.
+    pub refresh_seconds: u64,
+}
+
+impl Default for BlocklistSettings {
+    fn default() -> Self {
+        BlocklistSettings {
+            sources: vec![
+                BlocklistSource {
+                    name: "meta".into(),
+                    api_url: "https://meta.wikimedia.org/w/api.php".into(),
+                },
+                BlocklistSource {
+                    name: "wikitech".into(),
+                    api_url: "https://wikitech.wikimedia.org/w/api.php".into(),
+                },
+            ],
+            page: "MediaWiki:Titleblacklist".into(),
+            timeout_seconds: 20,
+            user_agent: format!("forge-idm-web/{} (username blocklist sync)", forge_core::VERSION),
+            stale_days: 7,
+            refresh_seconds: 60,
+        }
+    }
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Signup form submissions per client IP per hour.
+    pub signup_per_ip_per_hour: u32,
+    /// Login attempts per client IP per minute.
+    pub login_per_ip_per_minute: u32,
+    /// Login attempts per account name per minute.
+    pub login_per_account_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            signup_per_ip_per_hour: 20,
+            login_per_ip_per_minute: 30,
+            login_per_account_per_minute: 10,
+        }
+    }
+}
+
+/// Secrets read from their files, once, at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// The database URL.
+    pub database_url: String,
+    /// The LDAP bind password.
+    pub ldap_password: String,
+    /// The token key.
+    pub token_key: Vec<u8>,
+    /// The SMTP password.
+    pub smtp_password: String,
+}
+
+fn read_secret(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+impl Config {
+    /// Checks what serde cannot and reads the secret files; errors carry the
+    /// file:line of the offending key.
+    pub fn validate(loaded: &Loaded<Config>) -> Result<Secrets, forge_core::ConfigError> {
+        let c = &loaded.config;
+        let mut secrets = Secrets::default();
+        secrets.database_url = match &c.database.url_file {
+            Some(p) => read_secret(p).map_err(|e| loaded.invalid("database.url_file", e))?,
+            None => c.database.url.clone(),
+        };
+        if !(secrets.database_url.starts_with("sqlite:") || secrets.database_url.starts_with("mysql:") || secrets.database_url.starts_with("mariadb:")) {
+            return Err(loaded.invalid("database.url", "expected sqlite://… or mysql://…"));
+        }
+        secrets.ldap_password = match &c.ldap.bind_password_file {
+            Some(p) => read_secret(p).map_err(|e| loaded.invalid("ldap.bind_password_file", e))?,
+            None => c.ldap.bind_password.clone(),
+        };
+        secrets.smtp_password = match &c.mail.password_file {
+            Some(p) => read_secret(p).map_err(|e| loaded.invalid("mail.password_file", e))?,
+            None => c.mail.password.clone(),
+        };
+        let key = match &c.tokens.secret_file {
+            Some(p) => read_secret(p).map_err(|e| loaded.invalid("tokens.secret_file", e))?,
+            None => c.tokens.secret.clone(),
+        };
+        if key.len() < 32 {
+            return Err(loaded.invalid(
+                if c.tokens.secret_file.is_some() { "tokens.secret_file" } else { "tokens.secret" },
+                "the token key must be set and at least 32 characters long (e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        secrets.token_key = key.into_bytes();
+        let base = url::Url::parse(&c.http.public_base_url)
+            .map_err(|e| loaded.invalid("http.public_base_url", format!("not a URL: {e}")))?;
+        if base.host_str().is_none() || !matches!(base.scheme(), "http" | "https") {
+            return Err(loaded.invalid("http.public_base_url", "expected http(s)://host[:port]"));
+        }
+        if c.tokens.activation_days < 1 {
+            return Err(loaded.invalid("tokens.activation_days", "must be at least 1"));
+        }
+        if c.http.session_days < 1 {
+            return Err(loaded.invalid("http.session_days", "must be at least 1"));
+        }
+        if c.signup.min_password_length < 8 {
+            return Err(loaded.invalid("signup.min_password_length", "must be at least 8"));
+        }
+        for (key, value) in [
+            ("rate_limit.signup_per_ip_per_hour", c.rate_limit.signup_per_ip_per_hour),
+            ("rate_limit.login_per_ip_per_minute", c.rate_limit.login_per_ip_per_minute),
+            ("rate_limit.login_per_account_per_minute", c.rate_limit.login_per_account_per_minute),
+        ] {
+            if value == 0 {
+                return Err(loaded.invalid(key, "must be at least 1"));
+            }
+        }
+        if c.mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(loaded.invalid("mail.from", "not a mail address"));
+        }
+        for r in &c.mail.admin_recipients {
+            if r.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(loaded.invalid("mail.admin_recipients", format!("{r:?} is not a mail address")));
+            }
+        }
+        for s in &c.blocklist.sources {
+            if url::Url::parse(&s.api_url).is_err() {
+                return Err(loaded.invalid("blocklist.sources", format!("{:?}: bad api_url", s.name)));
+            }
+        }
+        Ok(secrets)
+    }
+
+    /// The accepted `Host` names, lower-cased.
+    pub fn allowed_hosts(&self) -> Vec<String> {
+        if !self.http.allowed_hosts.is_empty() {
+            return self.http.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        }
+        url::Url::parse(&self.http.public_base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .into_iter()
+            .collect()
+    }
+}

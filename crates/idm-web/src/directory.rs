@@ -1,0 +1,424 @@
+//! The LDAP directory: where accounts live.
+//!
+//! [`Directory`] holds one connection bound as the service account (ldap3
+//! multiplexes concurrent operations over it) and reconnects when it breaks.
+//! User logins bind on a fresh connection of their own. Every filter value is
+//! escaped with `ldap3::ldap_escape`; every operation has a timeout.
+//!
+//! ## `uidNumber` allocation (race-free)
+//!
+//! A counter entry (`ldap.uid_counter_dn`, object classes `device` +
+//! `extensibleObject`) holds the next free `uidNumber`. Allocating is one
+//! modify that deletes the value read and adds value+1: LDAP applies a modify
+//! atomically, so when two allocators race, the second one's delete fails
+//! with `noSuchAttribute` and it re-reads and tries again. The entry is
+//! created on first use with max(`first_uid_number`, highest existing + 1).
+//! A number already used by some entry (created outside idm-web) is skipped.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, ldap_escape};
+use tokio::sync::Mutex;
+
+use crate::config::LdapSettings;
+
+/// LDAP result codes we act on.
+mod rc {
+    pub const SUCCESS: u32 = 0;
+    pub const NO_SUCH_ATTRIBUTE: u32 = 16;
+    pub const NO_SUCH_OBJECT: u32 = 32;
+    pub const INVALID_CREDENTIALS: u32 = 49;
+    pub const ALREADY_EXISTS: u32 = 68;
+}
+
+/// Why a directory operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The directory cannot be reached (down, timeout, TLS).
+    #[error("LDAP directory unreachable: {0}")]
+    Unreachable(String),
+    /// The directory refused an operation.
+    #[error("LDAP {op} failed: {text} (result code {rc})")]
+    Refused {
+        /// What was attempted.
+        op: &'static str,
+        /// The result code.
+        rc: u32,
+        /// The server's text.
+        text: String,
+    },
+    /// `uidNumber` allocation kept losing races.
+    #[error("could not allocate a uidNumber after {0} attempts")]
+    Contention(usize),
+}
+
+impl From<LdapError> for DirectoryError {
+    fn from(e: LdapError) -> Self {
+        match e {
+            LdapError::LdapResult { result } => DirectoryError::Refused {
+                op: "operation",
+                rc: result.rc,
+                text: result.text,
+            },
+            other => DirectoryError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+/// Which of a candidate's names exist in the directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamesInUse {
+    /// The username exists as a `uid` or `cn`.
+    pub username: bool,
+    /// The shell name exists as a `uid` or `cn`.
+    pub uid: bool,
+}
+
+/// An account entry to create.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Shell name.
+    pub uid: String,
+    /// Display name (`cn`, `sn`).
+    pub username: String,
+    /// `mail`.
+    pub email: String,
+    /// `userPassword` (already hashed, with its `{SCHEME}`).
+    pub password_hash: String,
+    /// `uidNumber`.
+    pub uid_number: u32,
+}
+
+/// Whether an account was created or found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// Created now.
+    New,
+    /// It existed already (a retried job).
+    Existed,
+}
+
+/// A user who logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    /// The entry's DN.
+    pub dn: String,
+    /// Shell name.
+    pub uid: String,
+    /// Display name.
+    pub cn: String,
+    /// E-mail.
+    pub mail: String,
+}
+
+/// The account directory.
+#[derive(Debug)]
+pub struct Directory {
+    settings: LdapSettings,
+    password: String,
+    shared: Mutex<Option<Ldap>>,
+}
+
+fn check(op: &'static str, r: ldap3::LdapResult) -> Result<(), DirectoryError> {
+    if r.rc == rc::SUCCESS {
+        Ok(())
+    } else {
+        Err(DirectoryError::Refused { op, rc: r.rc, text: r.text })
+    }
+}
+
+fn first(entry: &SearchEntry, attr: &str) -> Option<String> {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .and_then(|(_, v)| v.first().cloned())
+}
+
+fn set(values: &[&str]) -> HashSet<String> {
+    values.iter().map(|v| (*v).to_owned()).collect()
+}
+
+impl Directory {
+    /// A directory client; connects lazily.
+    pub fn new(settings: LdapSettings, password: String) -> Self {
+        Directory {
+            settings,
+            password,
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &LdapSettings {
+        &self.settings
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.timeout_ms.max(1))
+    }
+
+    async fn open(&self) -> Result<Ldap, DirectoryError> {
+        let conn_settings = LdapConnSettings::new()
+            .set_conn_timeout(self.timeout())
+            .set_starttls(self.settings.starttls);
+        let (conn, ldap) = tokio::time::timeout(self.timeout(), LdapConnAsync::with_settings(conn_settings, &self.settings.url))
+            .await
+            .map_err(|_| DirectoryError::Unreachable("connect timed out".into()))??;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "LDAP connection ended");
+            }
+        });
+        Ok(ldap)
+    }
+
+    /// The shared service connection, bound; opened on demand.
+    async fn service(&self) -> Result<Ldap, DirectoryError> {
+        let mut guard = self.shared.lock().await;
+        if let Some(l) = guard.as_mut()
+            && !l.is_closed()
+        {
+            return Ok(l.clone());
+        }
+        let mut ldap = self.open().await?;
+        let r = ldap
+            .with_timeout(self.timeout())
+            .simple_bind(&self.settings.bind_dn, &self.password)
+            .await?;
+        if r.rc != rc::SUCCESS {
+            return Err(DirectoryError::Unreachable(format!(
+                "service bind as {} refused: {} ({})",
+                self.settings.bind_dn, r.text, r.rc
+            )));
+        }
+        *guard = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    /// Forgets the shared connection after a transport error.
+    async fn reset(&self) {
+        *self.shared.lock().await = None;
+    }
+
+    /// Searches with the service account; retried once on a broken connection.
+    async fn search(&self, base: &str, scope: Scope, filter: &str, attrs: Vec<&str>) -> Result<Vec<SearchEntry>, DirectoryError> {
+        for attempt in 0..2 {
+            let mut ldap = self.service().await?;
+            match ldap.with_timeout(self.timeout()).search(base, scope, filter, attrs.clone()).await {
+                Ok(r) => {
+                    let (entries, res) = (r.0, r.1);
+                    if res.rc == rc::NO_SUCH_OBJECT {
+                        return Ok(Vec::new());
+                    }
+                    check("search", res)?;
+                    return Ok(entries.into_iter().map(SearchEntry::construct).collect());
+                }
+                Err(e) => {
+                    self.reset().await;
+                    if attempt == 1 {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Err(DirectoryError::Unreachable("search failed".into()))
+    }
+
+    /// Checks the directory is reachable (health and "try again later").
+    pub async fn ping(&self) -> Result<(), DirectoryError> {
+        self.search(&self.settings.people_base, Scope::Base, "(objectClass=*)", vec!["1.1"]).await.map(drop)
+    }
+
+    /// Which of `username` and `uid` exist as a `uid` or `cn`.
+    pub async fn names_in_use(&self, username: &str, uid: &str) -> Result<NamesInUse, DirectoryError> {
+        let (u, s) = (ldap_escape(username), ldap_escape(uid));
+        let filter = format!("(|(uid={u})(cn={u})(uid={s})(cn={s}))");
+        let entries = self.search(&self.settings.people_base, Scope::Subtree, &filter, vec!["uid", "cn"]).await?;
+        let mut out = NamesInUse::default();
+        for e in &entries {
+            let values: Vec<&String> = e
+                .attrs
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("uid") || k.eq_ignore_ascii_case("cn"))
+                .flat_map(|(_, v)| v.iter())
+                .collect();
+            // uid and cn match case-insensitively in the directory.
+            if values.iter().any(|v| v.to_lowercase() == username.to_lowercase()) {
+                out.username = true;
+            }
+            if values.iter().any(|v| v.to_lowercase() == uid.to_lowercase()) {
+                out.uid = true;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `uidNumber` of the account `uid`, if it exists.
+    pub async fn account_uid_number(&self, uid: &str) -> Result<Option<u32>, DirectoryError> {
+        let dn = self.account_dn(uid);
+        let entries = self.search(&dn, Scope::Base, "(objectClass=posixAccount)", vec!["uidNumber"]).await?;
+        Ok(entries.first().and_then(|e| first(e, "uidNumber")).and_then(|n| n.parse().ok()))
+    }
+
+    /// `uid=<uid>,<people base>`.
+    pub fn account_dn(&self, uid: &str) -> String {
+        format!("uid={},{}", ldap3::dn_escape(uid), self.settings.people_base)
+    }
+
+    /// Hands out the next `uidNumber` (see the module docs).
+    pub async fn allocate_uid_number(&self) -> Result<u32, DirectoryError> {
+        const ATTEMPTS: usize = 200;
+        let counter = self.settings.uid_counter_dn.clone();
+        for attempt in 0..ATTEMPTS {
+            let found = self.search(&counter, Scope::Base, "(objectClass=*)", vec!["uidNumber"]).await?;
+            let Some(current) = found.first().and_then(|e| first(e, "uidNumber")).and_then(|n| n.parse::<u32>().ok()) else {
+                self.create_counter().await?;
+                continue;
+            };
+            let mut ldap = self.service().await?;
+            let cur = current.to_string();
+            let next = (current + 1).to_string();
+            let mods = vec![
+                Mod::Delete("uidNumber".to_owned(), set(&[cur.as_str()])),
+                Mod::Add("uidNumber".to_owned(), set(&[next.as_str()])),
+            ];
+            let r = match ldap.with_timeout(self.timeout()).modify(&counter, mods).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.reset().await;
+                    return Err(e.into());
+                }
+            };
+            match r.rc {
+                rc::SUCCESS => {
+                    // Skip numbers taken by entries made outside idm-web.
+                    let used = self
+                        .search(
+                            &self.settings.people_base,
+                            Scope::Subtree,
+                            &format!("(uidNumber={current})"),
+                            vec!["1.1"],
+                        )
+                        .await?;
+                    if used.is_empty() {
+                        metrics::counter!("forge_idm_uid_allocations_total").increment(1);
+                        return Ok(current);
+                    }
+                }
+                rc::NO_SUCH_ATTRIBUTE => {
+                    // Lost the race: someone else moved the counter. Back off a little.
+                    metrics::counter!("forge_idm_uid_allocation_conflicts_total").increment(1);
+                    let jitter = rand::random::<u64>() % (5 + attempt as u64 * 2).min(50);
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+                _ => check("modify uidNumber counter", r)?,
+            }
+        }
+        Err(DirectoryError::Contention(ATTEMPTS))
+    }
+
+    /// Creates the counter entry at max(first, highest existing + 1).
+    async fn create_counter(&self) -> Result<(), DirectoryError> {
+        let existing = self
+            .search(&self.settings.people_base, Scope::Subtree, "(uidNumber=*)", vec!["uidNumber"])
+            .await?;
+        let highest = existing
+            .iter()
+            .filter_map(|e| first(e, "uidNumber"))
+            .filter_map(|n| n.parse::<u32>().ok())
+            .max();
+        let start = highest.map_or(self.settings.first_uid_number, |h| (h + 1).max(self.settings.first_uid_number));
+        let dn = &self.settings.uid_counter_dn;
+        let cn = dn
+            .split(',')
+            .next()
+            .and_then(|rdn| rdn.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_else(|| "uidnumber-counter".into());
+        let start = start.to_string();
+        let attrs = vec![
+            ("objectClass".to_owned(), set(&["device", "extensibleObject"])),
+            ("cn".to_owned(), set(&[cn.as_str()])),
+            ("uidNumber".to_owned(), set(&[start.as_str()])),
+        ];
+        let mut ldap = self.service().await?;
+        let r = ldap.with_timeout(self.timeout()).add(dn, attrs).await?;
+        match r.rc {
+            rc::SUCCESS => {
+                tracing::info!(dn = %dn, start = %start, "created the uidNumber counter");
+                Ok(())
+            }
+            rc::ALREADY_EXISTS => Ok(()),
+            _ => check("add uidNumber counter", r),
+        }
+    }
+
+    /// Creates the account entry of SPEC §6; an existing entry is a success.
+    pub async fn create_account(&self, a: &NewAccount) -> Result<Created, DirectoryError> {
+        let dn = self.account_dn(&a.uid);
+        let mut classes = vec!["inetOrgPerson", "posixAccount", "ldapPublicKey"];
+        for c in &self.settings.extra_object_classes {
+            classes.push(c.as_str());
+        }
+        let uid_number = a.uid_number.to_string();
+        let gid_number = self.settings.gid_number.to_string();
+        let home = format!("{}/{}", self.settings.home_prefix.trim_end_matches('/'), a.uid);
+        let attrs = vec![
+            ("objectClass".to_owned(), set(&classes)),
+            ("cn".to_owned(), set(&[a.username.as_str()])),
+            ("sn".to_owned(), set(&[a.username.as_str()])),
+            ("uid".to_owned(), set(&[a.uid.as_str()])),
+            ("uidNumber".to_owned(), set(&[uid_number.as_str()])),
+            ("gidNumber".to_owned(), set(&[gid_number.as_str()])),
+            ("homeDirectory".to_owned(), set(&[home.as_str()])),
+            ("loginShell".to_owned(), set(&[self.settings.login_shell.as_str()])),
+            ("mail".to_owned(), set(&[a.email.as_str()])),
+            ("userPassword".to_owned(), set(&[a.password_hash.as_str()])),
+        ];
+        let mut ldap = self.service().await?;
+        let r = match ldap.with_timeout(self.timeout()).add(&dn, attrs).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.reset().await;
+                return Err(e.into());
+            }
+        };
+        match r.rc {
+            rc::SUCCESS => Ok(Created::New),
+            rc::ALREADY_EXISTS => Ok(Created::Existed),
+            _ => check("add account", r).map(|()| Created::New),
+        }
+    }
+
+    /// Checks a login (`uid` or `cn`) and password by binding as the entry.
+    /// `Ok(None)`: unknown user or wrong password.
+    pub async fn authenticate(&self, login: &str, password: &str) -> Result<Option<AuthenticatedUser>, DirectoryError> {
+        if login.is_empty() || password.is_empty() {
+            // An empty password would be an unauthenticated bind: never a login.
+            return Ok(None);
+        }
+        let l = ldap_escape(login);
+        let filter = format!("(&(objectClass=posixAccount)(|(uid={l})(cn={l})))");
+        let found = self
+            .search(&self.settings.people_base, Scope::Subtree, &filter, vec!["uid", "cn", "mail"])
+            .await?;
+        let [entry] = found.as_slice() else {
+            return Ok(None);
+        };
+        let mut ldap = self.open().await?;
+        let r = ldap.with_timeout(self.timeout()).simple_bind(&entry.dn, password).await?;
+        let _ = ldap.unbind().await;
+        match r.rc {
+            rc::SUCCESS => Ok(Some(AuthenticatedUser {
+                dn: entry.dn.clone(),
+                uid: first(entry, "uid").unwrap_or_default(),
+                cn: first(entry, "cn").unwrap_or_default(),
+                mail: first(entry, "mail").unwrap_or_default(),
+            })),
+            rc::INVALID_CREDENTIALS => Ok(None),
+            _ => Err(DirectoryError::Refused { op: "bind", rc: r.rc, text: r.text }),
+        }
+    }
+}

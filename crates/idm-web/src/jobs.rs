@@ -1,0 +1,123 @@
+//! idm-web's background jobs on the python-rq-compatible queues.
+//!
+//! | function name              | queue          | argument  | what                         |
+//! |----------------------------|----------------|-----------|------------------------------|
+//! | `idm.send_activation_mail` | `notification` | signup id | mails the activation link    |
+//! | `idm.create_account`       | `default`      | signup id | creates the LDAP entry       |
+//! | `idm.notify_admins`        | `notification` | signup id | tells the admins (once)      |
+//!
+//! Arguments are plain signup ids (JSON numbers), never serialized objects:
+//! the handler re-reads the signup, so a retried job sees current state. All
+//! three are idempotent; transient failures (LDAP, SMTP, database down) are
+//! retried with exponential backoff, refusals (unknown signup, wrong state)
+//! fail permanently. [`register`] adds the handlers to a
+//! `forge_rq::HandlerRegistry`; the `rq-worker` daemon calls it when its
+//! configuration has an `[idm]` section.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use forge_rq::{EnqueueOptions, HandlerRegistry, JobArgs, JobError, Queue, Retry};
+use serde_json::Value;
+
+use crate::services::account::{AccountOutcome, JobFailure};
+use crate::services::{Core, ServiceError};
+
+/// Function name of the activation-mail job.
+pub const SEND_ACTIVATION_MAIL: &str = "idm.send_activation_mail";
+/// Function name of the account job.
+pub const CREATE_ACCOUNT: &str = "idm.create_account";
+/// Function name of the admin notification job.
+pub const NOTIFY_ADMINS: &str = "idm.notify_admins";
+/// The queue of the account job.
+pub const DEFAULT_QUEUE: &str = "default";
+/// The queue of mail jobs.
+pub const NOTIFICATION_QUEUE: &str = "notification";
+
+/// The two queues idm-web enqueues to.
+#[derive(Debug, Clone)]
+pub struct JobQueues {
+    default: Queue,
+    notification: Queue,
+}
+
+fn retry() -> Retry {
+    Retry::exponential(8, Duration::from_secs(5), Duration::from_secs(600))
+}
+
+impl JobQueues {
+    /// The queues on a connected Redis pool.
+    pub fn new(pool: fred::prelude::Pool) -> Self {
+        JobQueues {
+            default: Queue::new(pool.clone(), DEFAULT_QUEUE),
+            notification: Queue::new(pool, NOTIFICATION_QUEUE),
+        }
+    }
+
+    async fn put(&self, queue: &Queue, func: &str, id: i64) -> Result<(), ServiceError> {
+        let opts = EnqueueOptions {
+            retry: Some(retry()),
+            ..Default::default()
+        };
+        queue
+            .enqueue(func, vec![Value::from(id)], opts)
+            .await
+            .map_err(|e| ServiceError::Queue(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Queues the activation mail of signup `id`.
+    pub async fn enqueue_activation_mail(&self, id: i64) -> Result<(), ServiceError> {
+        self.put(&self.notification, SEND_ACTIVATION_MAIL, id).await
+    }
+
+    /// Queues the account creation of signup `id`.
+    pub async fn enqueue_create_account(&self, id: i64) -> Result<(), ServiceError> {
+        self.put(&self.default, CREATE_ACCOUNT, id).await
+    }
+
+    /// Queues the admin notification of signup `id`.
+    pub async fn enqueue_notify_admins(&self, id: i64) -> Result<(), ServiceError> {
+        self.put(&self.notification, NOTIFY_ADMINS, id).await
+    }
+}
+
+fn to_job_error(e: JobFailure) -> JobError {
+    match e {
+        JobFailure::Service(e) => JobError::retryable(e),
+        JobFailure::Refused(e) => JobError::permanent(e),
+    }
+}
+
+/// Registers idm-web's job handlers, running against `core`.
+pub fn register(registry: &mut HandlerRegistry, core: Arc<Core>) {
+    let c = Arc::clone(&core);
+    registry.register(SEND_ACTIVATION_MAIL, move |_ctx, args: JobArgs| {
+        let c = Arc::clone(&c);
+        async move {
+            let id: i64 = args.arg(0)?;
+            c.send_activation_mail(id).await.map_err(to_job_error)?;
+            Ok(Value::Null)
+        }
+    });
+    let c = Arc::clone(&core);
+    registry.register(CREATE_ACCOUNT, move |_ctx, args: JobArgs| {
+        let c = Arc::clone(&c);
+        async move {
+            let id: i64 = args.arg(0)?;
+            Ok(match c.create_account(id).await.map_err(to_job_error)? {
+                AccountOutcome::Created { uid_number } => serde_json::json!({"created": true, "uid_number": uid_number}),
+                AccountOutcome::AlreadyExisted => serde_json::json!({"created": false}),
+            })
+        }
+    });
+    let c = core;
+    registry.register(NOTIFY_ADMINS, move |_ctx, args: JobArgs| {
+        let c = Arc::clone(&c);
+        async move {
+            let id: i64 = args.arg(0)?;
+            c.notify_admins(id).await.map_err(to_job_error)?;
+            Ok(Value::Null)
+        }
+    });
+}

@@ -1,0 +1,213 @@
+//! `idm-web`: the identity self-service web app and its operator commands.
+//! Only wiring lives here; see the library for what each part does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use forge_core::cli::CommonArgs;
+use forge_core::lifecycle::{self, systemd};
+use forge_core::{ConfigSource, ReloadSignal, Shutdown, StatusBoard};
+use idm_web::config::{Config, ENV_PREFIX};
+use idm_web::jobs::JobQueues;
+use idm_web::{Core, blocklist};
+
+/// The identity self-service web app: developer signup with e-mail
+/// activation, LDAP accounts, database-backed sessions.
+///
+/// Configuration: a TOML file (--config), overridden by FORGE_IDM_<SECTION>__<KEY>
+/// environment variables (e.g. FORGE_IDM_DATABASE__URL). Every key is described in
+/// docs/idm-web.md. Database migrations are applied at start of every command.
+#[derive(Debug, Parser)]
+#[command(name = "idm-web", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the web app (the default). SIGTERM drains, SIGHUP is accepted
+    /// (configuration changes need a restart, which logs no one out).
+    Serve {
+        /// Listen address, overriding http.listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Admin listen address (/healthz, /metrics, /status), overriding admin.listen.
+        #[arg(long)]
+        admin_listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Fetch MediaWiki:Titleblacklist from each configured wiki and store it
+    /// (daily timer). A failed fetch keeps that wiki's entries; entries unseen
+    /// for blocklist.stale_days are dropped.
+    SyncUsernameBlock {
+        /// Report what would change; change nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Delete signups never activated within N days, freeing their names (daily timer).
+    ExpireSignups {
+        /// Age in days (default: signup.expiry_days).
+        #[arg(long)]
+        days: Option<i64>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the activation link of a pending signup (support staff).
+    ActivationLink {
+        /// The signup's shell name.
+        uid: String,
+        /// Invalidate every earlier link first (and print the new one).
+        #[arg(long)]
+        regenerate: bool,
+        /// Also mail the link to the signup's address (needs Redis).
+        #[arg(long)]
+        send: bool,
+    },
+}
+
+fn load(common: &CommonArgs, listen: Option<String>, admin: Option<String>) -> anyhow::Result<Option<(Config, idm_web::config::Secrets, String)>> {
+    let source = ConfigSource::new(common.config.clone(), ENV_PREFIX)
+        .cli("http.listen", "--listen", listen)
+        .cli("admin.listen", "--admin-listen", admin);
+    let loaded = source.load::<Config>()?;
+    let secrets = Config::validate(&loaded)?;
+    if common.finish_config_flags(&loaded) {
+        return Ok(None);
+    }
+    Ok(Some((loaded.config, secrets, loaded.generation)))
+}
+
+async fn redis_queues(config: &Config) -> anyhow::Result<JobQueues> {
+    let pool = config.redis.pool().context("redis settings")?;
+    fred::prelude::ClientLike::init(&pool).await.context("connecting to Redis")?;
+    Ok(JobQueues::new(pool))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("idm-web: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<std::process::ExitCode> {
+    forge_core::cli::install_crypto_provider();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { listen: None, admin_listen: None });
+    let (listen, admin) = match &command {
+        Command::Serve { listen, admin_listen } => (listen.clone(), admin_listen.clone()),
+        _ => (None, None),
+    };
+    let Some((config, secrets, generation)) = load(&cli.common, listen, admin)? else {
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let log = forge_core::telemetry::init_logging(&config.log)?;
+    match command {
+        Command::Serve { .. } => {
+            let queues = redis_queues(&config).await?;
+            let core = Core::build(config.clone(), &secrets, Some(queues)).await.context("starting")?;
+            let listener = tokio::net::TcpListener::bind(config.http.listen)
+                .await
+                .with_context(|| format!("binding {}", config.http.listen))?;
+            let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+                .await
+                .with_context(|| format!("binding {}", config.admin.listen))?;
+            let board = StatusBoard::new("idm-web", forge_core::VERSION, &generation);
+            board.set_log_control(log);
+            board.set_field("database", core.db.dialect());
+            board.set_field("public_base_url", config.http.public_base_url.clone());
+            let shutdown = Shutdown::new();
+            let reload = ReloadSignal::new();
+            lifecycle::spawn_signal_handler(shutdown.clone(), reload.clone())?;
+            let mut hup = reload.subscribe();
+            tokio::spawn(async move {
+                while hup.recv().await.is_ok() {
+                    tracing::info!("SIGHUP: idm-web reads its configuration at start; restart to apply changes (sessions survive)");
+                }
+            });
+            tokio::spawn(forge_core::admin::serve(admin_listener, forge_core::admin::router(Arc::clone(&board)), shutdown.clone()));
+            tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, generation, "idm-web serving");
+            systemd::ready();
+            systemd::spawn_watchdog(shutdown.clone(), || true);
+            let server = idm_web::run(Arc::clone(&core), listener, Some(board), shutdown.clone());
+            tokio::pin!(server);
+            tokio::select! {
+                r = &mut server => r?,
+                _ = shutdown.triggered() => {
+                    lifecycle::drain_within(&shutdown, Duration::from_secs(20), async { let _ = server.await; }).await;
+                }
+            }
+            core.db.close().await;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let core = Core::build(config, &secrets, None).await?;
+            println!("migrations applied ({})", core.db.dialect());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::SyncUsernameBlock { check } => {
+            let core = Core::build(config.clone(), &secrets, None).await?;
+            let report = blocklist::sync(&config.blocklist, &core.blocklist_store, check).await?;
+            let mut failed = false;
+            for (name, r) in &report.sources {
+                match r {
+                    Ok(n) => println!("{name}: {n} entries{}", if check { " (check: nothing stored)" } else { "" }),
+                    Err(e) => {
+                        failed = true;
+                        println!("{name}: FAILED, entries kept: {e}");
+                    }
+                }
+            }
+            for (origin, pattern) in &report.dropped {
+                println!("{} stale entry from {origin}: {pattern}", if check { "would drop" } else { "dropped" });
+            }
+            Ok(if failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
+        }
+        Command::ExpireSignups { days, check } => {
+            let days = days.unwrap_or(config.signup.expiry_days);
+            anyhow::ensure!(days >= 1, "--days must be at least 1");
+            let core = Core::build(config, &secrets, None).await?;
+            let expired = core.expire_signups(days, check).await?;
+            for s in &expired {
+                println!("{} signup {} ({}, {})", if check { "would delete" } else { "deleted" }, s.uid, s.username, s.email);
+            }
+            println!("{} unactivated signups older than {days} days{}", expired.len(), if check { " (check: nothing deleted)" } else { " deleted" });
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::ActivationLink { uid, regenerate, send } => {
+            let queues = if send { Some(redis_queues(&config).await?) } else { None };
+            let core = Core::build(config, &secrets, queues).await?;
+            let Some(signup) = core.signups.by_uid(&uid).await? else {
+                anyhow::bail!("no signup with shell name {uid:?}");
+            };
+            anyhow::ensure!(
+                signup.state == idm_web::store::signups::state::PENDING,
+                "signup {uid:?} is {} — its link was used already",
+                signup.state
+            );
+            let signup = if regenerate {
+                core.signups.rotate_nonce(signup.id).await?;
+                core.signups.get(signup.id).await?.context("signup vanished")?
+            } else {
+                signup
+            };
+            println!("{}", core.activation_link(&signup));
+            if send {
+                core.queues()?.enqueue_activation_mail(signup.id).await?;
+                println!("activation mail queued to {}", signup.email);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Passwords: the strength check at signup and the hashes the directory keeps.
+//!
+//! Strength (all must pass): at least `signup.min_password_length`
+//! characters; not entirely digits; not on the common-password list (shipped
+//! in `data/common-passwords.txt`, plus an optional operator list); not too
+//! similar to the username, shell name or e-mail (the password contains one of
+//! them, or their similarity ratio — 2·LCS / total length, like Python's
+//! `SequenceMatcher` used by the app we replace — reaches 0.7).
+//!
+//! Hashes: `{ARGON2}` is argon2id as a PHC string, which OpenLDAP's argon2
+//! module verifies; `{SSHA}` (salted SHA-1) is the fallback for directories
+//! without it.
+
+use std::collections::HashSet;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+use crate::config::PasswordScheme;
+
+/// The shipped list.
+const COMMON: &str = include_str!("../data/common-passwords.txt");
+
+/// The password rules in force.
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    min_length: usize,
+    common: HashSet<String>,
+}
+
+impl PasswordPolicy {
+    /// The shipped list plus `extra` (the operator's file contents, if any).
+    pub fn new(min_length: usize, extra: Option<&str>) -> Self {
+        let common = COMMON
+            .lines()
+            .chain(extra.unwrap_or("").lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_lowercase)
+            .collect();
+        PasswordPolicy { min_length, common }
+    }
+
+    /// Problems with `password` for a user with these names; empty when fine.
+    pub fn check(&self, password: &str, names: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
+        let len = password.chars().count();
+        if len < self.min_length {
+            problems.push(format!("Use at least {} characters.", self.min_length));
+        }
+        if len > 1024 {
+            problems.push("Use at most 1024 characters.".into());
+        }
+        if !password.is_empty() && password.chars().all(|c| c.is_ascii_digit()) {
+            problems.push("Don't use only digits.".into());
+        }
+        let lower = password.to_lowercase();
+        if self.common.contains(&lower) {
+            problems.push("This password is too common.".into());
+        }
+        for name in names {
+            let n = name.to_lowercase();
+            if n.chars().count() < 3 {
+                continue;
+            }
+            if lower.contains(&n) || similarity(&lower, &n) >= 0.7 {
+                problems.push("The password is too similar to your names or e-mail address.".into());
+                break;
+            }
+        }
+        problems
+    }
+}
+
+/// 2·LCS(a, b) / (|a| + |b|) over characters: 1.0 for equal strings.
+pub fn similarity(a: &str, b: &str) -> f64 {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let mut prev = vec![0usize; b.len() + 1];
+    for ca in &a {
+        let mut cur = vec![0usize; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = if ca == cb { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
+        }
+        prev = cur;
+    }
+    2.0 * prev[b.len()] as f64 / (a.len() + b.len()) as f64
+}
+
+/// Why hashing failed (never for sane input).
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+/// Hashes `password` for `userPassword` in `scheme`.
+pub fn hash_for_directory(password: &str, scheme: PasswordScheme) -> Result<String, HashError> {
+    match scheme {
+        PasswordScheme::Argon2 => {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            let phc = argon2::Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map_err(|e| HashError(e.to_string()))?;
+            Ok(format!("{{ARGON2}}{phc}"))
+        }
+        PasswordScheme::Ssha => {
+            let salt: [u8; 8] = rand::random();
+            let mut h = Sha1::new();
+            h.update(password.as_bytes());
+            h.update(salt);
+            let mut out = h.finalize().to_vec();
+            out.extend_from_slice(&salt);
+            Ok(format!("{{SSHA}}{}", base64::engine::general_purpose::STANDARD.encode(out)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strength_rules() {
+        let p = PasswordPolicy::new(10, Some("hunter2hunter2\n"));
+        assert!(p.check("tr0ub4dor&3-staple", &["Alice Example", "alice"]).is_empty());
+        assert!(!p.check("short", &[]).is_empty());
+        assert!(!p.check("12345678901234", &[]).is_empty());
+        assert!(!p.check("Password123", &[]).is_empty());
+        assert!(!p.check("HUNTER2HUNTER2", &[]).is_empty());
+        assert!(!p.check("alice-example-1", &["Alice Example", "alice-example"]).is_empty());
+        assert!(!p.check("Alice Exampel", &["Alice Example"]).is_empty());
+    }
+
+    #[test]
+    fn similarity_ratio() {
+        assert!((similarity("abc", "abc") - 1.0).abs() < 1e-9);
+        assert!(similarity("abcdef", "uvwxyz") < 0.01);
+    }
+
+    #[test]
+    fn hash_formats() {
+        let a = hash_for_directory("secret password", PasswordScheme::Argon2).unwrap();
+        assert!(a.starts_with("{ARGON2}$argon2id$v=19$m="), "{a}");
+        let s = hash_for_directory("secret password", PasswordScheme::Ssha).unwrap();
+        assert!(s.starts_with("{SSHA}"));
+        let raw = base64::engine::general_purpose::STANDARD.decode(&s[6..]).unwrap();
+        assert_eq!(raw.len(), 28);
+    }
+}

@@ -1,0 +1,322 @@
+//! The page handlers. Each one turns a request into a service call and the
+//! result into a page; no business rule lives here.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Extension, Form, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+
+use super::{AppState, ClientIp, CsrfToken};
+use crate::db::now;
+use crate::services::ServiceError;
+use crate::services::signup::{SignupForm, SignupOutcome};
+use crate::tokens::TokenError;
+
+/// The logged-in user, as kept in the session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionUser {
+    /// DN.
+    pub dn: String,
+    /// Shell name.
+    pub uid: String,
+    /// Display name.
+    pub cn: String,
+    /// E-mail.
+    pub mail: String,
+}
+
+const USER_KEY: &str = "user";
+
+async fn current_user(session: &Session) -> Option<SessionUser> {
+    session.get::<SessionUser>(USER_KEY).await.ok().flatten()
+}
+
+fn message(state: &AppState, status: StatusCode, csrf: &CsrfToken, title: &str, paragraphs: &[&str]) -> Response {
+    state.render(
+        status,
+        "message.html",
+        context! { title => title, paragraphs => paragraphs, csrf_token => csrf.0 },
+    )
+}
+
+fn internal(state: &AppState, csrf: &CsrfToken, e: &ServiceError) -> Response {
+    tracing::error!(error = %e, "request failed");
+    match e {
+        ServiceError::Directory(_) => try_later(state, csrf),
+        _ => message(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            csrf,
+            "Something went wrong",
+            &["Sorry, something went wrong on our side. Please try again in a few minutes."],
+        ),
+    }
+}
+
+fn try_later(state: &AppState, csrf: &CsrfToken) -> Response {
+    message(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        csrf,
+        "Please try again later",
+        &["The account directory cannot be reached right now. Nothing was saved; please try again in a few minutes."],
+    )
+}
+
+pub(super) async fn index(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, session: Session) -> Response {
+    let user = current_user(&session).await;
+    if user.is_some() {
+        return Redirect::to("/account").into_response();
+    }
+    state.render(StatusCode::OK, "index.html", context! { title => "Developer accounts", csrf_token => csrf.0 })
+}
+
+fn labels() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("username", "Username"),
+        ("shellname", "Shell name"),
+        ("email", "E-mail address"),
+        ("password", "Password"),
+        ("password2", "Password again"),
+        ("human_check", "Robot check"),
+    ])
+}
+
+fn signup_page(state: &AppState, status: StatusCode, csrf: &CsrfToken, form: &SignupForm, errors: &BTreeMap<&'static str, Vec<String>>) -> Response {
+    let (question, challenge) = state.core.tokens.antibot_challenge(now());
+    state.render(
+        status,
+        "signup.html",
+        context! {
+            title => "Create a developer account",
+            csrf_token => csrf.0,
+            form => context! { username => form.username, shellname => form.shellname, email => form.email },
+            errors => errors,
+            labels => labels(),
+            question => question,
+            challenge => challenge,
+            antibot => state.core.config.signup.antibot,
+            min_password_length => state.core.config.signup.min_password_length,
+        },
+    )
+}
+
+pub(super) async fn signup_form(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
+    signup_page(&state, StatusCode::OK, &csrf, &SignupForm::default(), &BTreeMap::new())
+}
+
+pub(super) async fn signup_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Form(form): Form<SignupForm>,
+) -> Response {
+    if state.limits().signup_ip.check_key(&ip).is_err() {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "signup").increment(1);
+        return message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &csrf,
+            "Too many signups",
+            &["Too many accounts were requested from your network. Please try again later."],
+        );
+    }
+    match state.core.submit_signup(&form).await {
+        Ok(SignupOutcome::Stored { .. }) => Redirect::to("/signup/sent").into_response(),
+        Ok(SignupOutcome::Invalid(errors)) => signup_page(&state, StatusCode::BAD_REQUEST, &csrf, &form, &errors),
+        Ok(SignupOutcome::TryLater) => {
+            let errors = BTreeMap::from([(
+                "form",
+                vec!["The account directory cannot be reached right now. Nothing was saved; please try again later.".to_owned()],
+            )]);
+            signup_page(&state, StatusCode::SERVICE_UNAVAILABLE, &csrf, &form, &errors)
+        }
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn signup_sent(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
+    message(
+        &state,
+        StatusCode::OK,
+        &csrf,
+        "Check your e-mail",
+        &[
+            "We sent you a link to activate your account. It works for a few days.",
+            "If no mail arrives within a few minutes, look in your spam folder.",
+        ],
+    )
+}
+
+fn token_error(state: &AppState, csrf: &CsrfToken, e: TokenError) -> Response {
+    match e {
+        TokenError::Expired => message(
+            state,
+            StatusCode::GONE,
+            csrf,
+            "This link has expired",
+            &["Activation links work for a limited time. Please sign up again."],
+        ),
+        TokenError::Invalid => message(
+            state,
+            StatusCode::BAD_REQUEST,
+            csrf,
+            "This link is not valid",
+            &["The link is incomplete, was already used, or was replaced by a newer one."],
+        ),
+    }
+}
+
+pub(super) async fn activate_page(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, Path(token): Path<String>) -> Response {
+    match state.core.signup_for_token(&token).await {
+        Ok(Ok(signup)) => state.render(
+            StatusCode::OK,
+            "activate.html",
+            context! {
+                title => "Activate your account",
+                csrf_token => csrf.0,
+                token => token,
+                signup => context! { username => signup.username, uid => signup.uid, email => signup.email },
+            },
+        ),
+        Ok(Err(e)) => token_error(&state, &csrf, e),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn activate_confirm(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, Path(token): Path<String>) -> Response {
+    match state.core.confirm_activation(&token).await {
+        Ok(Ok(signup)) => state.render(
+            StatusCode::OK,
+            "message.html",
+            context! {
+                title => "Your account is being created",
+                csrf_token => csrf.0,
+                paragraphs => vec![format!("The account {} is being created; this takes a moment. You can then log in.", signup.uid)],
+                link => context! { href => "/login", text => "Log in" },
+            },
+        ),
+        Ok(Err(e)) => token_error(&state, &csrf, e),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+/// The login form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct LoginForm {
+    login: String,
+    password: String,
+}
+
+fn login_page(state: &AppState, status: StatusCode, csrf: &CsrfToken, login: &str, error: Option<&str>) -> Response {
+    let errors: BTreeMap<&str, Vec<&str>> = error.map(|e| ("form", vec![e])).into_iter().collect();
+    state.render(
+        status,
+        "login.html",
+        context! { title => "Log in", csrf_token => csrf.0, login => login, errors => errors },
+    )
+}
+
+pub(super) async fn login_form(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
+    login_page(&state, StatusCode::OK, &csrf, "", None)
+}
+
+pub(super) async fn login_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    session: Session,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let login = form.login.trim().to_owned();
+    if state.limits().login_ip.check_key(&ip).is_err() || state.limits().login_account.check_key(&login.to_lowercase()).is_err() {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "login").increment(1);
+        return login_page(&state, StatusCode::TOO_MANY_REQUESTS, &csrf, &login, Some("Too many login attempts. Please wait a minute and try again."));
+    }
+    match state.core.directory.authenticate(&login, &form.password).await {
+        Ok(Some(user)) => {
+            // A new session id at login: a planted cookie never becomes a logged-in session.
+            if let Err(e) = session.cycle_id().await {
+                tracing::error!(error = %e, "session rotation failed");
+                return internal(&state, &csrf, &ServiceError::Other(e.to_string()));
+            }
+            let u = SessionUser {
+                dn: user.dn,
+                uid: user.uid,
+                cn: user.cn,
+                mail: user.mail,
+            };
+            if let Err(e) = session.insert(USER_KEY, &u).await {
+                return internal(&state, &csrf, &ServiceError::Other(e.to_string()));
+            }
+            metrics::counter!("forge_idm_logins_total", "result" => "ok").increment(1);
+            tracing::info!(uid = %u.uid, "login");
+            Redirect::to("/account").into_response()
+        }
+        Ok(None) => {
+            metrics::counter!("forge_idm_logins_total", "result" => "refused").increment(1);
+            login_page(&state, StatusCode::UNAUTHORIZED, &csrf, &login, Some("Wrong username or password."))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "login: directory unavailable");
+            login_page(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &csrf,
+                &login,
+                Some("The account directory cannot be reached right now. Please try again later."),
+            )
+        }
+    }
+}
+
+pub(super) async fn logout(session: Session) -> Response {
+    if let Err(e) = session.flush().await {
+        tracing::warn!(error = %e, "logout: session delete failed");
+    }
+    Redirect::to("/").into_response()
+}
+
+pub(super) async fn account(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, session: Session) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    state.render(StatusCode::OK, "account.html", context! { title => "Your account", csrf_token => csrf.0, user => user })
+}
+
+/// Query of the name check.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct CheckQuery {
+    username: String,
+    shellname: Option<String>,
+}
+
+pub(super) async fn check_names(State(state): State<AppState>, Query(q): Query<CheckQuery>) -> Response {
+    match state.core.check_names(&q.username, q.shellname.as_deref()).await {
+        Ok(check) => Json(check).into_response(),
+        Err(e) => {
+            let status = if matches!(e, ServiceError::Directory(_)) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+            tracing::warn!(error = %e, "name check failed");
+            (status, Json(serde_json::json!({"error": "try again later"}))).into_response()
+        }
+    }
+}
+
+pub(super) async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        include_str!("../../static/style.css"),
+    )
+        .into_response()
+}
+
+pub(super) async fn not_found(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
+    message(&state, StatusCode::NOT_FOUND, &csrf, "Page not found", &["There is no page at this address."])
+}
