@@ -1,0 +1,2 @@
+//! rq-worker.
+fn main() {}

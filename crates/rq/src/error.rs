@@ -1,0 +1,42 @@
+//! The library's error type.
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RqError {
+    /// Redis refused or did not answer.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// The Redis client could not be configured.
+    #[error("{0}")]
+    Setup(#[from] forge_core::redis::RedisSetupError),
+    /// A job with the requested unique id already exists.
+    #[error("a job with id {0:?} already exists")]
+    DuplicateJob(String),
+    /// No job with this id is stored.
+    #[error("no job {0:?}")]
+    NoSuchJob(String),
+    /// A name or option is not acceptable.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was refused (`queue name`, `job id`, …).
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A stored job could not be decoded.
+    #[error("job {id}: {reason}")]
+    Decode {
+        /// The job id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Lua script answered something unexpected.
+    #[error("unexpected reply from {script}: {reason}")]
+    Protocol {
+        /// The script.
+        script: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
