@@ -12,7 +12,8 @@
 //!   engine does not support are skipped and counted.
 //! * [`sync`] fetches every configured wiki with a timeout and a User-Agent,
 //!   stores what it found with origin and last-seen, and drops entries unseen
-//!   for `stale_days`. A failed fetch changes nothing for that wiki.
+//!   for `stale_days`. A failed fetch changes nothing for that wiki (not
+//!   even the dropping of its stale entries).
 
 use std::time::Duration;
 
@@ -269,12 +270,29 @@ pub async fn sync(settings: &BlocklistSettings, store: &BlocklistStore, check: b
             }
         }
     }
+    // Stale entries are dropped only for wikis fetched now (a failed fetch
+    // changes nothing) and for wikis no longer configured.
     let cutoff = seen - settings.stale_days * 86_400;
-    let stale = store.stale(cutoff).await?;
-    report.dropped = stale.into_iter().map(|e| (e.origin, e.pattern)).collect();
+    let failed: Vec<&str> = report
+        .sources
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let stale: Vec<StoredEntry> = store
+        .stale(cutoff)
+        .await?
+        .into_iter()
+        .filter(|e| !failed.contains(&e.origin.as_str()))
+        .collect();
     if !check {
-        store.delete_stale(cutoff).await?;
+        let mut origins: Vec<&str> = stale.iter().map(|e| e.origin.as_str()).collect();
+        origins.dedup();
+        for origin in origins {
+            store.delete_stale(origin, cutoff).await?;
+        }
     }
+    report.dropped = stale.into_iter().map(|e| (e.origin, e.pattern)).collect();
     Ok(report)
 }
 

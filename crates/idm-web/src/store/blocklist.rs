@@ -96,10 +96,10 @@ impl BlocklistStore {
             .bind(cutoff).fetch_all(p).await?))
     }
 
-    /// Deletes entries last seen before `cutoff`; returns how many.
-    pub async fn delete_stale(&self, cutoff: i64) -> Result<u64, DbError> {
-        Ok(with_pool!(&self.db, p => sqlx::query("DELETE FROM username_blocklist WHERE last_seen < ?")
-            .bind(cutoff).execute(p).await?.rows_affected()))
+    /// Deletes entries of `origin` last seen before `cutoff`; returns how many.
+    pub async fn delete_stale(&self, origin: &str, cutoff: i64) -> Result<u64, DbError> {
+        Ok(with_pool!(&self.db, p => sqlx::query("DELETE FROM username_blocklist WHERE origin = ? AND last_seen < ?")
+            .bind(origin).bind(cutoff).execute(p).await?.rows_affected()))
     }
 
     /// Every entry.
