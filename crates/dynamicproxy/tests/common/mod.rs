@@ -1,0 +1,255 @@
+//! Shared pieces of dynamicproxy's integration tests: an echo backend that
+//! reports what it received, the proxy started in-process against a real
+//! redis-server, a small HTTP client, and `redis-cli`.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dynamicproxy::{Config, Listeners};
+use forge_core::{BackendUrl, Shutdown};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend answering every request with a JSON description of it.
+pub struct EchoBackend {
+    /// Its name, echoed as `backend`.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoBackend {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts an echo backend.
+pub async fn echo_backend(name: &str) -> EchoBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = name.to_owned();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let n = n.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let n = n.clone();
+                    async move { Ok::<_, Infallible>(echo(&n, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    EchoBackend {
+        name: name.to_owned(),
+        addr,
+        task,
+    }
+}
+
+async fn echo(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        headers.insert(
+            k.as_str().to_owned(),
+            serde_json::Value::String(v.to_str().unwrap_or("?").to_owned()),
+        );
+    }
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let doc = serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    Response::new(Full::new(Bytes::from(doc.to_string())))
+}
+
+/// The proxy running in-process.
+pub struct ProxyUnderTest {
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Stops it.
+    pub shutdown: Shutdown,
+    /// Its task.
+    pub task: tokio::task::JoinHandle<Result<(), dynamicproxy::Error>>,
+}
+
+impl Drop for ProxyUnderTest {
+    fn drop(&mut self) {
+        self.shutdown.force();
+    }
+}
+
+/// A configuration for tests: fast health checks and resyncs, short Redis
+/// timeouts, domain `toolforge.org`.
+pub fn test_config(redis_url: &str, default_upstream: &str) -> Config {
+    let mut c = Config {
+        default_upstream: Some(BackendUrl::parse(default_upstream).unwrap()),
+        domains: vec!["toolforge.org".into()],
+        ..Default::default()
+    };
+    c.redis.url = redis_url.to_owned();
+    c.redis.command_timeout_ms = 500;
+    c.redis.connect_timeout_ms = 500;
+    c.routes.health_interval_ms = 200;
+    c.routes.resync_interval_ms = 1000;
+    c.upstream.connect_timeout_ms = 1000;
+    c.server.drain_timeout_ms = 1000;
+    c
+}
+
+/// Starts the proxy with `config` on loopback port 0.
+pub async fn start_proxy(config: Config) -> ProxyUnderTest {
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(dynamicproxy::run(
+        Listeners { http, admin },
+        config,
+        shutdown.clone(),
+    ));
+    ProxyUnderTest {
+        http: http_addr,
+        admin: admin_addr,
+        shutdown,
+        task,
+    }
+}
+
+/// A response: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (`null` when it isn't).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    /// Which echo backend answered (empty when none did).
+    pub fn backend(&self) -> String {
+        self.json()["backend"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// `GET path` to `addr` with `Host: host` over HTTP/1.1.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("request timed out")
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Sends raw bytes, returns the whole raw response (connection closed by the
+/// request's `Connection: close`).
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `redis-cli -p PORT args…` and returns its output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Polls `check` until it returns true; panics with `what` after 15 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            panic!("gave up waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the proxy answers on its HTTP listener (its first table is loaded).
+pub async fn wait_serving(p: &ProxyUnderTest) {
+    let addr = p.http;
+    eventually("proxy serving", || async move {
+        let r = tokio::time::timeout(
+            Duration::from_millis(500),
+            get_quick(addr, "probe.toolforge.org", "/"),
+        )
+        .await;
+        matches!(r, Ok(Some(_)))
+    })
+    .await;
+}
+
+async fn get_quick(addr: SocketAddr, host: &str, path: &str) -> Option<StatusCode> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    client.request(req).await.ok().map(|r| r.status())
+}
+
+/// `GET` on the admin listener, body as JSON.
+pub async fn admin_json(p: &ProxyUnderTest, path: &str) -> (StatusCode, serde_json::Value) {
+    let r = get(p.admin, "localhost", path).await;
+    (r.status, r.json())
+}
