@@ -108,7 +108,7 @@ async fn tokens_expire_and_tampering_is_refused() {
     let expired = env.core.tokens.activation_token(&signup, idm_web::db::now() - 10);
     let page = c.get(&format!("/activate/{expired}")).await;
     assert_eq!(page.status, 410, "{}", page.body);
-    let csrf = page.hidden("csrf_token").unwrap();
+    let csrf = c.get("/login").await.hidden("csrf_token").unwrap();
     assert_eq!(c.post(&format!("/activate/{expired}"), &[("csrf_token", &csrf)]).await.status, 410);
 
     // Tampered: another expiry, another id, a changed MAC.

@@ -102,7 +102,7 @@ async fn blocklist_sync(backend: Backend) {
     let silent = listener.local_addr().unwrap();
     let mut slow = settings.clone();
     slow.timeout_seconds = 1;
-    slow.sources = vec![BlocklistSource { name: "meta".into(), api_url: format!("http://{silent}/w/api.php") }];
+    slow.sources[0].api_url = format!("http://{silent}/w/api.php");
     let before = store.all().await.unwrap().len();
     let report = blocklist::sync(&slow, store, false).await.unwrap();
     assert!(report.sources[0].1.as_ref().unwrap_err().contains("timed out"), "{report:?}");

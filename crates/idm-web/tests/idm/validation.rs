@@ -131,7 +131,7 @@ async fn anti_bot_check_refuses_wrong_answers_and_honeypots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_down_means_try_again_later_and_nothing_saved() {
-    let mut env = Env::start_with(EnvOptions { worker: false, ..Default::default() }).await;
+    let mut env = Env::start_with(EnvOptions { antibot: false, worker: false, ..Default::default() }).await;
     env.slapd.stop().unwrap();
     assert!(matches!(env.core.submit_signup(&form("Down Person", "down")).await.unwrap(), SignupOutcome::TryLater));
     assert!(env.core.signups.by_uid("down").await.unwrap().is_none());
