@@ -79,6 +79,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let log = forge_core::telemetry::init_logging(&loaded.config.log)?;
+    // Install the Prometheus recorder now: metrics recorded before it exists are lost.
+    forge_core::telemetry::metrics_handle();
     let board = StatusBoard::new("proxylistener", forge_core::VERSION, &loaded.generation);
     board.set_log_control(log.clone());
     let config = loaded.config.clone();

@@ -1,0 +1,132 @@
+//! The `proxylistener` binary: flags, config errors, admin endpoint, SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::register;
+use forge_test_support::{IdentAnswer, Identd, RedisServer, free_port, wait_for_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_proxylistener");
+
+#[test]
+fn help_and_config_errors() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--config", "--redis", "--listen", "--listen-admin", "--ident-port"] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxylistener.toml");
+    std::fs::write(&path, "[policy]\nmin_backend_port = 2000\nmax_backend_port = 1000\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxylistener.toml:3"), "{err}");
+
+    std::fs::write(&path, "[ident]\nport = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxylistener.toml:2"), "{err}");
+}
+
+#[tokio::test]
+async fn runs_serves_admin_and_stops_on_sigterm() {
+    let redis = RedisServer::start().await.unwrap();
+    let identd = Identd::start(IdentAnswer::User("tools.mytool".into()))
+        .await
+        .unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let child = Command::new(BIN)
+        .args(["--redis", &redis.url()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen-admin", &format!("127.0.0.1:{admin}")])
+        .args(["--ident-port", &identd.port().to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Proc(child);
+    let addr = forge_test_support::ports::loopback(port);
+    wait_for_port(addr, Duration::from_secs(10)).await.unwrap();
+    wait_for_port(forge_test_support::ports::loopback(admin), Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        common::send_to(addr, &register(".*", "http://127.0.0.1:5000"), None).await,
+        "ok"
+    );
+    let metrics = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("forge_proxylistener_requests_total"),
+        "{metrics}"
+    );
+    let health = http_get(admin, "/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    child.sigterm();
+    let status = child.wait(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+/// A child process killed when dropped.
+struct Proc(std::process::Child);
+
+impl Proc {
+    fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+
+    fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(s)) = self.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
