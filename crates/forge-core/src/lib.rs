@@ -12,7 +12,9 @@
 //! * [`live`] — where registrations go and where Redis is (`/etc/active-proxy`
 //!   and its richer TOML successor).
 //! * [`redis`] — Redis connection settings and the one fred builder, with
-//!   timeouts set.
+//!   timeouts set; [`redis::report_master`] puts the master a daemon sees on
+//!   its status board.
+//! * [`lease`] — a Redis lease so a singleton runs on one host at a time.
 //! * [`telemetry`] — logging with a run-time filter, the Prometheus recorder.
 //! * [`admin`] — `/healthz`, `/status`, `/metrics`, `/log-filter`.
 //! * [`cli`] — the flags every daemon shares; the rustls crypto provider.
@@ -23,6 +25,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod lease;
 pub mod lifecycle;
 pub mod live;
 pub mod redis;

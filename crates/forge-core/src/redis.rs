@@ -157,6 +157,101 @@ impl RedisSettings {
     }
 }
 
+/// What one Redis connection says about replication (`ROLE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MasterView {
+    /// `master` or `replica` — the role of the server this client talks to.
+    pub role: String,
+    /// The master as `host:port`: the server itself when it is the master,
+    /// else the master it replicates from.
+    pub master: String,
+    /// For a master, how many replicas are connected; for a replica, 1 when
+    /// its link to the master is up, else 0.
+    pub replicas_or_link: i64,
+}
+
+/// Asks the server behind `client` for its replication role (`ROLE`).
+pub async fn master_view(client: &Client) -> Result<MasterView, fred::error::Error> {
+    use fred::types::Value;
+    let reply: Value = client
+        .custom(fred::cmd!("ROLE"), Vec::<String>::new())
+        .await?;
+    let parts: Vec<Value> = reply.convert()?;
+    let text = |v: Option<&Value>| v.and_then(|v| v.as_string()).unwrap_or_default();
+    let number = |v: Option<&Value>| v.and_then(|v| v.as_i64()).unwrap_or(0);
+    match text(parts.first()).as_str() {
+        "master" => {
+            let me = client
+                .active_connections()
+                .first()
+                .map(|s| format!("{}:{}", s.host, s.port))
+                .unwrap_or_default();
+            let replicas = match parts.get(2) {
+                Some(Value::Array(a)) => a.len() as i64,
+                _ => 0,
+            };
+            Ok(MasterView {
+                role: "master".into(),
+                master: me,
+                replicas_or_link: replicas,
+            })
+        }
+        "slave" => Ok(MasterView {
+            role: "replica".into(),
+            master: format!("{}:{}", text(parts.get(1)), number(parts.get(2))),
+            replicas_or_link: i64::from(text(parts.get(3)) == "connected"),
+        }),
+        other => Err(fred::error::Error::new(
+            fred::error::ErrorKind::Protocol,
+            format!("ROLE answered {other:?}"),
+        )),
+    }
+}
+
+/// Keeps `board`'s `redis_role`, `redis_master` and `redis_master_checked_at`
+/// (unix seconds of the last successful look) status fields current: `ROLE`
+/// through `client` every `every`, until shutdown. `forgectl status` compares
+/// these fields across hosts. When Redis does not answer, `redis_role`
+/// becomes `unreachable` and `redis_master` keeps the last value seen (its
+/// `redis_master_checked_at` ages, which `forgectl status` flags).
+pub fn report_master(
+    client: Client,
+    board: std::sync::Arc<crate::admin::StatusBoard>,
+    every: Duration,
+    shutdown: crate::lifecycle::Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.triggered() => break,
+            }
+            match master_view(&client).await {
+                Ok(view) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    board.set_field("redis_role", view.role.clone());
+                    board.set_field("redis_master", view.master.clone());
+                    board.set_field("redis_master_checked_at", now);
+                    if view.role == "master" {
+                        board.set_field("redis_replicas", view.replicas_or_link);
+                    } else {
+                        board.set_field("redis_master_link_up", view.replicas_or_link == 1);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "ROLE failed");
+                    board.set_field("redis_role", "unreachable");
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
