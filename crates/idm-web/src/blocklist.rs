@@ -81,7 +81,11 @@ fn html_unescape(s: &str) -> String {
             "quot" => Some('"'),
             "apos" => Some('\''),
             "nbsp" => Some('\u{a0}'),
-            _ if ent.starts_with("#x") || ent.starts_with("#X") => u32::from_str_radix(&ent[2..], 16).ok().and_then(char::from_u32),
+            _ if ent.starts_with("#x") || ent.starts_with("#X") => {
+                u32::from_str_radix(&ent[2..], 16)
+                    .ok()
+                    .and_then(char::from_u32)
+            }
             _ if ent.starts_with('#') => ent[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -106,7 +110,10 @@ pub fn parse_line(line: &str) -> Option<Entry> {
     if line.is_empty() {
         return None;
     }
-    let (pattern, options) = match line.strip_suffix('>').and_then(|l| l.rfind('<').map(|i| (l, i))) {
+    let (pattern, options) = match line
+        .strip_suffix('>')
+        .and_then(|l| l.rfind('<').map(|i| (l, i)))
+    {
         Some((l, i)) if !l[i + 1..].contains(['<', '>']) => (l[..i].trim(), l[i + 1..].to_owned()),
         _ => (line, String::new()),
     };
@@ -126,7 +133,8 @@ pub fn parse_line(line: &str) -> Option<Entry> {
 
 /// The entries of a MediaWiki API parse response (formatversion 2).
 pub fn parse_api_response(json: &[u8]) -> Result<Vec<Entry>, BlocklistError> {
-    let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| BlocklistError::Format(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| BlocklistError::Format(e.to_string()))?;
     if let Some(err) = v.get("error") {
         return Err(BlocklistError::Format(format!("API error: {err}")));
     }
@@ -138,9 +146,13 @@ pub fn parse_api_response(json: &[u8]) -> Result<Vec<Entry>, BlocklistError> {
     let mut rest = html;
     while let Some(start) = rest.find("<pre") {
         let after = &rest[start..];
-        let Some(open_end) = after.find('>') else { break };
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
         let body = &after[open_end + 1..];
-        let Some(close) = body.find("</pre>") else { break };
+        let Some(close) = body.find("</pre>") else {
+            break;
+        };
         for line in html_unescape(&body[..close]).lines() {
             if let Some(e) = parse_line(line) {
                 entries.push(e);
@@ -183,7 +195,10 @@ impl Blocklist {
 
     /// The first entry matching `name`, if any.
     pub fn matching(&self, name: &str) -> Option<&str> {
-        self.regexes.iter().find(|(r, _)| r.is_match(name)).map(|(_, p)| p.as_str())
+        self.regexes
+            .iter()
+            .find(|(r, _)| r.is_match(name))
+            .map(|(_, p)| p.as_str())
     }
 
     /// How many entries are in force.
@@ -198,7 +213,10 @@ impl Blocklist {
 }
 
 /// Fetches the page from one wiki's API.
-pub async fn fetch(api_url: &str, settings: &BlocklistSettings) -> Result<Vec<Entry>, BlocklistError> {
+pub async fn fetch(
+    api_url: &str,
+    settings: &BlocklistSettings,
+) -> Result<Vec<Entry>, BlocklistError> {
     let mut url = url::Url::parse(api_url).map_err(|e| BlocklistError::Fetch {
         url: api_url.into(),
         reason: e.to_string(),
@@ -230,7 +248,11 @@ pub async fn fetch(api_url: &str, settings: &BlocklistSettings) -> Result<Vec<En
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
-        let body = resp.into_body().collect().await.map_err(|e| fail(e.to_string()))?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         Ok(body.to_bytes())
     })
     .await
@@ -248,7 +270,11 @@ pub struct SyncReport {
 }
 
 /// Syncs every source; with `check`, changes nothing and reports.
-pub async fn sync(settings: &BlocklistSettings, store: &BlocklistStore, check: bool) -> Result<SyncReport, BlocklistError> {
+pub async fn sync(
+    settings: &BlocklistSettings,
+    store: &BlocklistStore,
+    check: bool,
+) -> Result<SyncReport, BlocklistError> {
     let mut report = SyncReport::default();
     let seen = now();
     for source in &settings.sources {
@@ -266,7 +292,9 @@ pub async fn sync(settings: &BlocklistSettings, store: &BlocklistStore, check: b
             }
             Err(e) => {
                 tracing::warn!(source = %source.name, error = %e, "blocklist fetch failed; keeping its entries");
-                report.sources.push((source.name.clone(), Err(e.to_string())));
+                report
+                    .sources
+                    .push((source.name.clone(), Err(e.to_string())));
             }
         }
     }
@@ -321,7 +349,12 @@ mod tests {
             case_sensitive: i64::from(o.contains("casesensitive")),
             last_seen: 0,
         };
-        let b = Blocklist::compile(&[stored("admin", ""), stored("Root.*", "casesensitive"), stored("(?<=x)y", ""), stored("move", "moveonly")]);
+        let b = Blocklist::compile(&[
+            stored("admin", ""),
+            stored("Root.*", "casesensitive"),
+            stored("(?<=x)y", ""),
+            stored("move", "moveonly"),
+        ]);
         assert_eq!(b.skipped, 1);
         assert!(b.matching("ADMIN").is_some());
         assert!(b.matching("sysadmin").is_none());

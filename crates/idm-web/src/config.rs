@@ -70,7 +70,10 @@ impl Default for HttpSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             public_base_url: "http://localhost:8000".into(),
             allowed_hosts: Vec::new(),
-            trusted_proxies: vec!["127.0.0.1/32".parse().expect("literal"), "::1/128".parse().expect("literal")],
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ],
             cookie_secure: true,
             session_days: 14,
         }
@@ -341,7 +344,10 @@ impl Default for BlocklistSettings {
             ],
             page: "MediaWiki:Titleblacklist".into(),
             timeout_seconds: 20,
-            user_agent: format!("forge-idm-web/{} (username blocklist sync)", forge_core::VERSION),
+            user_agent: format!(
+                "forge-idm-web/{} (username blocklist sync)",
+                forge_core::VERSION
+            ),
             stale_days: 7,
             refresh_seconds: 60,
         }
@@ -394,19 +400,21 @@ impl Config {
     /// file:line of the offending key.
     pub fn validate(loaded: &Loaded<Config>) -> Result<Secrets, forge_core::ConfigError> {
         let c = &loaded.config;
-        let mut secrets = Secrets::default();
-        secrets.database_url = match &c.database.url_file {
+                let database_url = match &c.database.url_file {
             Some(p) => read_secret(p).map_err(|e| loaded.invalid("database.url_file", e))?,
             None => c.database.url.clone(),
         };
-        if !(secrets.database_url.starts_with("sqlite:") || secrets.database_url.starts_with("mysql:") || secrets.database_url.starts_with("mariadb:")) {
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("mysql:")
+            || database_url.starts_with("mariadb:"))
+        {
             return Err(loaded.invalid("database.url", "expected sqlite://… or mysql://…"));
         }
-        secrets.ldap_password = match &c.ldap.bind_password_file {
+        let ldap_password = match &c.ldap.bind_password_file {
             Some(p) => read_secret(p).map_err(|e| loaded.invalid("ldap.bind_password_file", e))?,
             None => c.ldap.bind_password.clone(),
         };
-        secrets.smtp_password = match &c.mail.password_file {
+        let smtp_password = match &c.mail.password_file {
             Some(p) => read_secret(p).map_err(|e| loaded.invalid("mail.password_file", e))?,
             None => c.mail.password.clone(),
         };
@@ -420,8 +428,7 @@ impl Config {
                 "the token key must be set and at least 32 characters long (e.g. `openssl rand -hex 32`)",
             ));
         }
-        secrets.token_key = key.into_bytes();
-        let base = url::Url::parse(&c.http.public_base_url)
+                let base = url::Url::parse(&c.http.public_base_url)
             .map_err(|e| loaded.invalid("http.public_base_url", format!("not a URL: {e}")))?;
         if base.host_str().is_none() || !matches!(base.scheme(), "http" | "https") {
             return Err(loaded.invalid("http.public_base_url", "expected http(s)://host[:port]"));
@@ -436,9 +443,18 @@ impl Config {
             return Err(loaded.invalid("signup.min_password_length", "must be at least 8"));
         }
         for (key, value) in [
-            ("rate_limit.signup_per_ip_per_hour", c.rate_limit.signup_per_ip_per_hour),
-            ("rate_limit.login_per_ip_per_minute", c.rate_limit.login_per_ip_per_minute),
-            ("rate_limit.login_per_account_per_minute", c.rate_limit.login_per_account_per_minute),
+            (
+                "rate_limit.signup_per_ip_per_hour",
+                c.rate_limit.signup_per_ip_per_hour,
+            ),
+            (
+                "rate_limit.login_per_ip_per_minute",
+                c.rate_limit.login_per_ip_per_minute,
+            ),
+            (
+                "rate_limit.login_per_account_per_minute",
+                c.rate_limit.login_per_account_per_minute,
+            ),
         ] {
             if value == 0 {
                 return Err(loaded.invalid(key, "must be at least 1"));
@@ -449,21 +465,36 @@ impl Config {
         }
         for r in &c.mail.admin_recipients {
             if r.parse::<lettre::message::Mailbox>().is_err() {
-                return Err(loaded.invalid("mail.admin_recipients", format!("{r:?} is not a mail address")));
+                return Err(loaded.invalid(
+                    "mail.admin_recipients",
+                    format!("{r:?} is not a mail address"),
+                ));
             }
         }
         for s in &c.blocklist.sources {
             if url::Url::parse(&s.api_url).is_err() {
-                return Err(loaded.invalid("blocklist.sources", format!("{:?}: bad api_url", s.name)));
+                return Err(
+                    loaded.invalid("blocklist.sources", format!("{:?}: bad api_url", s.name))
+                );
             }
         }
-        Ok(secrets)
+        Ok(Secrets {
+            database_url,
+            ldap_password,
+            token_key: key.into_bytes(),
+            smtp_password,
+        })
     }
 
     /// The accepted `Host` names, lower-cased.
     pub fn allowed_hosts(&self) -> Vec<String> {
         if !self.http.allowed_hosts.is_empty() {
-            return self.http.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+            return self
+                .http
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect();
         }
         url::Url::parse(&self.http.public_base_url)
             .ok()

@@ -18,7 +18,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, ldap_escape};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, ldap_escape,
+};
 use tokio::sync::Mutex;
 
 use crate::config::LdapSettings;
@@ -124,7 +126,11 @@ fn check(op: &'static str, r: ldap3::LdapResult) -> Result<(), DirectoryError> {
     if r.rc == rc::SUCCESS {
         Ok(())
     } else {
-        Err(DirectoryError::Refused { op, rc: r.rc, text: r.text })
+        Err(DirectoryError::Refused {
+            op,
+            rc: r.rc,
+            text: r.text,
+        })
     }
 }
 
@@ -163,9 +169,12 @@ impl Directory {
         let conn_settings = LdapConnSettings::new()
             .set_conn_timeout(self.timeout())
             .set_starttls(self.settings.starttls);
-        let (conn, ldap) = tokio::time::timeout(self.timeout(), LdapConnAsync::with_settings(conn_settings, &self.settings.url))
-            .await
-            .map_err(|_| DirectoryError::Unreachable("connect timed out".into()))??;
+        let (conn, ldap) = tokio::time::timeout(
+            self.timeout(),
+            LdapConnAsync::with_settings(conn_settings, &self.settings.url),
+        )
+        .await
+        .map_err(|_| DirectoryError::Unreachable("connect timed out".into()))??;
         tokio::spawn(async move {
             if let Err(e) = conn.drive().await {
                 tracing::debug!(error = %e, "LDAP connection ended");
@@ -203,10 +212,20 @@ impl Directory {
     }
 
     /// Searches with the service account; retried once on a broken connection.
-    async fn search(&self, base: &str, scope: Scope, filter: &str, attrs: Vec<&str>) -> Result<Vec<SearchEntry>, DirectoryError> {
+    async fn search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: Vec<&str>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
         for attempt in 0..2 {
             let mut ldap = self.service().await?;
-            match ldap.with_timeout(self.timeout()).search(base, scope, filter, attrs.clone()).await {
+            match ldap
+                .with_timeout(self.timeout())
+                .search(base, scope, filter, attrs.clone())
+                .await
+            {
                 Ok(r) => {
                     let (entries, res) = (r.0, r.1);
                     if res.rc == rc::NO_SUCH_OBJECT {
@@ -228,14 +247,32 @@ impl Directory {
 
     /// Checks the directory is reachable (health and "try again later").
     pub async fn ping(&self) -> Result<(), DirectoryError> {
-        self.search(&self.settings.people_base, Scope::Base, "(objectClass=*)", vec!["1.1"]).await.map(drop)
+        self.search(
+            &self.settings.people_base,
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["1.1"],
+        )
+        .await
+        .map(drop)
     }
 
     /// Which of `username` and `uid` exist as a `uid` or `cn`.
-    pub async fn names_in_use(&self, username: &str, uid: &str) -> Result<NamesInUse, DirectoryError> {
+    pub async fn names_in_use(
+        &self,
+        username: &str,
+        uid: &str,
+    ) -> Result<NamesInUse, DirectoryError> {
         let (u, s) = (ldap_escape(username), ldap_escape(uid));
         let filter = format!("(|(uid={u})(cn={u})(uid={s})(cn={s}))");
-        let entries = self.search(&self.settings.people_base, Scope::Subtree, &filter, vec!["uid", "cn"]).await?;
+        let entries = self
+            .search(
+                &self.settings.people_base,
+                Scope::Subtree,
+                &filter,
+                vec!["uid", "cn"],
+            )
+            .await?;
         let mut out = NamesInUse::default();
         for e in &entries {
             let values: Vec<&String> = e
@@ -245,10 +282,16 @@ impl Directory {
                 .flat_map(|(_, v)| v.iter())
                 .collect();
             // uid and cn match case-insensitively in the directory.
-            if values.iter().any(|v| v.to_lowercase() == username.to_lowercase()) {
+            if values
+                .iter()
+                .any(|v| v.to_lowercase() == username.to_lowercase())
+            {
                 out.username = true;
             }
-            if values.iter().any(|v| v.to_lowercase() == uid.to_lowercase()) {
+            if values
+                .iter()
+                .any(|v| v.to_lowercase() == uid.to_lowercase())
+            {
                 out.uid = true;
             }
         }
@@ -258,13 +301,27 @@ impl Directory {
     /// The `uidNumber` of the account `uid`, if it exists.
     pub async fn account_uid_number(&self, uid: &str) -> Result<Option<u32>, DirectoryError> {
         let dn = self.account_dn(uid);
-        let entries = self.search(&dn, Scope::Base, "(objectClass=posixAccount)", vec!["uidNumber"]).await?;
-        Ok(entries.first().and_then(|e| first(e, "uidNumber")).and_then(|n| n.parse().ok()))
+        let entries = self
+            .search(
+                &dn,
+                Scope::Base,
+                "(objectClass=posixAccount)",
+                vec!["uidNumber"],
+            )
+            .await?;
+        Ok(entries
+            .first()
+            .and_then(|e| first(e, "uidNumber"))
+            .and_then(|n| n.parse().ok()))
     }
 
     /// `uid=<uid>,<people base>`.
     pub fn account_dn(&self, uid: &str) -> String {
-        format!("uid={},{}", ldap3::dn_escape(uid), self.settings.people_base)
+        format!(
+            "uid={},{}",
+            ldap3::dn_escape(uid),
+            self.settings.people_base
+        )
     }
 
     /// Hands out the next `uidNumber` (see the module docs).
@@ -272,8 +329,14 @@ impl Directory {
         const ATTEMPTS: usize = 200;
         let counter = self.settings.uid_counter_dn.clone();
         for attempt in 0..ATTEMPTS {
-            let found = self.search(&counter, Scope::Base, "(objectClass=*)", vec!["uidNumber"]).await?;
-            let Some(current) = found.first().and_then(|e| first(e, "uidNumber")).and_then(|n| n.parse::<u32>().ok()) else {
+            let found = self
+                .search(&counter, Scope::Base, "(objectClass=*)", vec!["uidNumber"])
+                .await?;
+            let Some(current) = found
+                .first()
+                .and_then(|e| first(e, "uidNumber"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 self.create_counter().await?;
                 continue;
             };
@@ -284,7 +347,11 @@ impl Directory {
                 Mod::Delete("uidNumber".to_owned(), set(&[cur.as_str()])),
                 Mod::Add("uidNumber".to_owned(), set(&[next.as_str()])),
             ];
-            let r = match ldap.with_timeout(self.timeout()).modify(&counter, mods).await {
+            let r = match ldap
+                .with_timeout(self.timeout())
+                .modify(&counter, mods)
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     self.reset().await;
@@ -322,14 +389,21 @@ impl Directory {
     /// Creates the counter entry at max(first, highest existing + 1).
     async fn create_counter(&self) -> Result<(), DirectoryError> {
         let existing = self
-            .search(&self.settings.people_base, Scope::Subtree, "(uidNumber=*)", vec!["uidNumber"])
+            .search(
+                &self.settings.people_base,
+                Scope::Subtree,
+                "(uidNumber=*)",
+                vec!["uidNumber"],
+            )
             .await?;
         let highest = existing
             .iter()
             .filter_map(|e| first(e, "uidNumber"))
             .filter_map(|n| n.parse::<u32>().ok())
             .max();
-        let start = highest.map_or(self.settings.first_uid_number, |h| (h + 1).max(self.settings.first_uid_number));
+        let start = highest.map_or(self.settings.first_uid_number, |h| {
+            (h + 1).max(self.settings.first_uid_number)
+        });
         let dn = &self.settings.uid_counter_dn;
         let cn = dn
             .split(',')
@@ -339,7 +413,10 @@ impl Directory {
             .unwrap_or_else(|| "uidnumber-counter".into());
         let start = start.to_string();
         let attrs = vec![
-            ("objectClass".to_owned(), set(&["device", "extensibleObject"])),
+            (
+                "objectClass".to_owned(),
+                set(&["device", "extensibleObject"]),
+            ),
             ("cn".to_owned(), set(&[cn.as_str()])),
             ("uidNumber".to_owned(), set(&[start.as_str()])),
         ];
@@ -364,7 +441,11 @@ impl Directory {
         }
         let uid_number = a.uid_number.to_string();
         let gid_number = self.settings.gid_number.to_string();
-        let home = format!("{}/{}", self.settings.home_prefix.trim_end_matches('/'), a.uid);
+        let home = format!(
+            "{}/{}",
+            self.settings.home_prefix.trim_end_matches('/'),
+            a.uid
+        );
         let attrs = vec![
             ("objectClass".to_owned(), set(&classes)),
             ("cn".to_owned(), set(&[a.username.as_str()])),
@@ -373,7 +454,10 @@ impl Directory {
             ("uidNumber".to_owned(), set(&[uid_number.as_str()])),
             ("gidNumber".to_owned(), set(&[gid_number.as_str()])),
             ("homeDirectory".to_owned(), set(&[home.as_str()])),
-            ("loginShell".to_owned(), set(&[self.settings.login_shell.as_str()])),
+            (
+                "loginShell".to_owned(),
+                set(&[self.settings.login_shell.as_str()]),
+            ),
             ("mail".to_owned(), set(&[a.email.as_str()])),
             ("userPassword".to_owned(), set(&[a.password_hash.as_str()])),
         ];
@@ -394,7 +478,11 @@ impl Directory {
 
     /// Checks a login (`uid` or `cn`) and password by binding as the entry.
     /// `Ok(None)`: unknown user or wrong password.
-    pub async fn authenticate(&self, login: &str, password: &str) -> Result<Option<AuthenticatedUser>, DirectoryError> {
+    pub async fn authenticate(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<Option<AuthenticatedUser>, DirectoryError> {
         if login.is_empty() || password.is_empty() {
             // An empty password would be an unauthenticated bind: never a login.
             return Ok(None);
@@ -402,13 +490,21 @@ impl Directory {
         let l = ldap_escape(login);
         let filter = format!("(&(objectClass=posixAccount)(|(uid={l})(cn={l})))");
         let found = self
-            .search(&self.settings.people_base, Scope::Subtree, &filter, vec!["uid", "cn", "mail"])
+            .search(
+                &self.settings.people_base,
+                Scope::Subtree,
+                &filter,
+                vec!["uid", "cn", "mail"],
+            )
             .await?;
         let [entry] = found.as_slice() else {
             return Ok(None);
         };
         let mut ldap = self.open().await?;
-        let r = ldap.with_timeout(self.timeout()).simple_bind(&entry.dn, password).await?;
+        let r = ldap
+            .with_timeout(self.timeout())
+            .simple_bind(&entry.dn, password)
+            .await?;
         let _ = ldap.unbind().await;
         match r.rc {
             rc::SUCCESS => Ok(Some(AuthenticatedUser {
@@ -418,7 +514,11 @@ impl Directory {
                 mail: first(entry, "mail").unwrap_or_default(),
             })),
             rc::INVALID_CREDENTIALS => Ok(None),
-            _ => Err(DirectoryError::Refused { op: "bind", rc: r.rc, text: r.text }),
+            _ => Err(DirectoryError::Refused {
+                op: "bind",
+                rc: r.rc,
+                text: r.text,
+            }),
         }
     }
 }

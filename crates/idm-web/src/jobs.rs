@@ -106,7 +106,9 @@ pub fn register(registry: &mut HandlerRegistry, core: Arc<Core>) {
         async move {
             let id: i64 = args.arg(0)?;
             Ok(match c.create_account(id).await.map_err(to_job_error)? {
-                AccountOutcome::Created { uid_number } => serde_json::json!({"created": true, "uid_number": uid_number}),
+                AccountOutcome::Created { uid_number } => {
+                    serde_json::json!({"created": true, "uid_number": uid_number})
+                }
                 AccountOutcome::AlreadyExisted => serde_json::json!({"created": false}),
             })
         }

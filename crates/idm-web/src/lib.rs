@@ -44,17 +44,30 @@ pub use services::Core;
 /// Serves the web app on `listener` until `shutdown`; also keeps the
 /// blocklist fresh, deletes expired sessions and prunes rate-limit state.
 /// Reports health on `board` when given.
-pub async fn run(core: Arc<Core>, listener: tokio::net::TcpListener, board: Option<Arc<StatusBoard>>, shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn run(
+    core: Arc<Core>,
+    listener: tokio::net::TcpListener,
+    board: Option<Arc<StatusBoard>>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     let state = web::AppState::new(Arc::clone(&core));
     spawn_maintenance(core, state.clone(), board, shutdown.clone());
     let app = web::router_with(state);
     let s = shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { s.triggered().await })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { s.triggered().await })
+    .await
 }
 
-fn spawn_maintenance(core: Arc<Core>, state: web::AppState, board: Option<Arc<StatusBoard>>, shutdown: Shutdown) {
+fn spawn_maintenance(
+    core: Arc<Core>,
+    state: web::AppState,
+    board: Option<Arc<StatusBoard>>,
+    shutdown: Shutdown,
+) {
     let every = Duration::from_secs(core.config.blocklist.refresh_seconds.max(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -87,9 +100,12 @@ fn spawn_maintenance(core: Arc<Core>, state: web::AppState, board: Option<Arc<St
                 }
                 board.set_field("blocklist_entries", core.blocklist.load().len());
             }
-            if rounds % 60 == 0 {
+            if rounds.is_multiple_of(60) {
                 state.limits().retain_recent();
-                match store::SqlSessionStore::new(core.db.clone()).delete_expired().await {
+                match store::SqlSessionStore::new(core.db.clone())
+                    .delete_expired()
+                    .await
+                {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "expired sessions deleted"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "session cleanup failed"),

@@ -38,14 +38,19 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("from", &self.from.to_string()).finish()
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish()
     }
 }
 
 impl Mailer {
     /// A mailer for `settings` (the SMTP password passed separately).
     pub fn new(settings: &MailSettings, password: &str) -> Result<Mailer, MailError> {
-        let from: Mailbox = settings.from.parse().map_err(|e| MailError::Message(format!("mail.from: {e}")))?;
+        let from: Mailbox = settings
+            .from
+            .parse()
+            .map_err(|e| MailError::Message(format!("mail.from: {e}")))?;
         let transport = match settings.transport {
             MailTransport::File => Transport::File(settings.file_dir.clone()),
             MailTransport::Smtp => {
@@ -53,14 +58,24 @@ impl Mailer {
                 let mut b = match settings.tls {
                     SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
                     SmtpTls::Starttls | SmtpTls::Tls => {
-                        let params = TlsParameters::new(host.to_owned()).map_err(|e| MailError::Smtp(e.to_string()))?;
-                        let tls = if settings.tls == SmtpTls::Tls { Tls::Wrapper(params) } else { Tls::Required(params) };
+                        let params = TlsParameters::new(host.to_owned())
+                            .map_err(|e| MailError::Smtp(e.to_string()))?;
+                        let tls = if settings.tls == SmtpTls::Tls {
+                            Tls::Wrapper(params)
+                        } else {
+                            Tls::Required(params)
+                        };
                         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).tls(tls)
                     }
                 };
-                b = b.port(settings.smtp_port).timeout(Some(Duration::from_millis(settings.timeout_ms.max(1))));
+                b = b
+                    .port(settings.smtp_port)
+                    .timeout(Some(Duration::from_millis(settings.timeout_ms.max(1))));
                 if !settings.username.is_empty() {
-                    b = b.credentials(Credentials::new(settings.username.clone(), password.to_owned()));
+                    b = b.credentials(Credentials::new(
+                        settings.username.clone(),
+                        password.to_owned(),
+                    ));
                 }
                 Transport::Smtp(b.build())
             }
@@ -72,7 +87,9 @@ impl Mailer {
     pub async fn send(&self, to: &[String], subject: &str, body: String) -> Result<(), MailError> {
         let mut b = Message::builder().from(self.from.clone()).subject(subject);
         for t in to {
-            let mb: Mailbox = t.parse().map_err(|e| MailError::Message(format!("{t:?}: {e}")))?;
+            let mb: Mailbox = t
+                .parse()
+                .map_err(|e| MailError::Message(format!("{t:?}: {e}")))?;
             b = b.to(mb);
         }
         let msg = b
@@ -81,11 +98,17 @@ impl Mailer {
             .map_err(|e| MailError::Message(e.to_string()))?;
         match &self.transport {
             Transport::Smtp(t) => {
-                t.send(msg).await.map_err(|e| MailError::Smtp(e.to_string()))?;
+                t.send(msg)
+                    .await
+                    .map_err(|e| MailError::Smtp(e.to_string()))?;
             }
             Transport::File(dir) => {
                 tokio::fs::create_dir_all(dir).await?;
-                let name = format!("{}-{}.eml", time::OffsetDateTime::now_utc().unix_timestamp_nanos(), crate::tokens::random_token(6));
+                let name = format!(
+                    "{}-{}.eml",
+                    time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
+                    crate::tokens::random_token(6)
+                );
                 tokio::fs::write(dir.join(name), msg.formatted()).await?;
             }
         }

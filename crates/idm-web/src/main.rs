@@ -72,7 +72,11 @@ enum Command {
     },
 }
 
-fn load(common: &CommonArgs, listen: Option<String>, admin: Option<String>) -> anyhow::Result<Option<(Config, idm_web::config::Secrets, String)>> {
+fn load(
+    common: &CommonArgs,
+    listen: Option<String>,
+    admin: Option<String>,
+) -> anyhow::Result<Option<(Config, idm_web::config::Secrets, String)>> {
     let source = ConfigSource::new(common.config.clone(), ENV_PREFIX)
         .cli("http.listen", "--listen", listen)
         .cli("admin.listen", "--admin-listen", admin);
@@ -86,7 +90,9 @@ fn load(common: &CommonArgs, listen: Option<String>, admin: Option<String>) -> a
 
 async fn redis_queues(config: &Config) -> anyhow::Result<JobQueues> {
     let pool = config.redis.pool().context("redis settings")?;
-    fred::prelude::ClientLike::init(&pool).await.context("connecting to Redis")?;
+    fred::prelude::ClientLike::init(&pool)
+        .await
+        .context("connecting to Redis")?;
     Ok(JobQueues::new(pool))
 }
 
@@ -104,9 +110,15 @@ async fn main() -> std::process::ExitCode {
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     forge_core::cli::install_crypto_provider();
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve { listen: None, admin_listen: None });
+    let command = cli.command.unwrap_or(Command::Serve {
+        listen: None,
+        admin_listen: None,
+    });
     let (listen, admin) = match &command {
-        Command::Serve { listen, admin_listen } => (listen.clone(), admin_listen.clone()),
+        Command::Serve {
+            listen,
+            admin_listen,
+        } => (listen.clone(), admin_listen.clone()),
         _ => (None, None),
     };
     let Some((config, secrets, generation)) = load(&cli.common, listen, admin)? else {
@@ -116,7 +128,9 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     match command {
         Command::Serve { .. } => {
             let queues = redis_queues(&config).await?;
-            let core = Core::build(config.clone(), &secrets, Some(queues)).await.context("starting")?;
+            let core = Core::build(config.clone(), &secrets, Some(queues))
+                .await
+                .context("starting")?;
             let listener = tokio::net::TcpListener::bind(config.http.listen)
                 .await
                 .with_context(|| format!("binding {}", config.http.listen))?;
@@ -133,10 +147,16 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let mut hup = reload.subscribe();
             tokio::spawn(async move {
                 while hup.recv().await.is_ok() {
-                    tracing::info!("SIGHUP: idm-web reads its configuration at start; restart to apply changes (sessions survive)");
+                    tracing::info!(
+                        "SIGHUP: idm-web reads its configuration at start; restart to apply changes (sessions survive)"
+                    );
                 }
             });
-            tokio::spawn(forge_core::admin::serve(admin_listener, forge_core::admin::router(Arc::clone(&board)), shutdown.clone()));
+            tokio::spawn(forge_core::admin::serve(
+                admin_listener,
+                forge_core::admin::router(Arc::clone(&board)),
+                shutdown.clone(),
+            ));
             tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, generation, "idm-web serving");
             systemd::ready();
             systemd::spawn_watchdog(shutdown.clone(), || true);
@@ -162,7 +182,14 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let mut failed = false;
             for (name, r) in &report.sources {
                 match r {
-                    Ok(n) => println!("{name}: {n} entries{}", if check { " (check: nothing stored)" } else { "" }),
+                    Ok(n) => println!(
+                        "{name}: {n} entries{}",
+                        if check {
+                            " (check: nothing stored)"
+                        } else {
+                            ""
+                        }
+                    ),
                     Err(e) => {
                         failed = true;
                         println!("{name}: FAILED, entries kept: {e}");
@@ -170,9 +197,16 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 }
             }
             for (origin, pattern) in &report.dropped {
-                println!("{} stale entry from {origin}: {pattern}", if check { "would drop" } else { "dropped" });
+                println!(
+                    "{} stale entry from {origin}: {pattern}",
+                    if check { "would drop" } else { "dropped" }
+                );
             }
-            Ok(if failed { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
+            Ok(if failed {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            })
         }
         Command::ExpireSignups { days, check } => {
             let days = days.unwrap_or(config.signup.expiry_days);
@@ -180,13 +214,35 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             let core = Core::build(config, &secrets, None).await?;
             let expired = core.expire_signups(days, check).await?;
             for s in &expired {
-                println!("{} signup {} ({}, {})", if check { "would delete" } else { "deleted" }, s.uid, s.username, s.email);
+                println!(
+                    "{} signup {} ({}, {})",
+                    if check { "would delete" } else { "deleted" },
+                    s.uid,
+                    s.username,
+                    s.email
+                );
             }
-            println!("{} unactivated signups older than {days} days{}", expired.len(), if check { " (check: nothing deleted)" } else { " deleted" });
+            println!(
+                "{} unactivated signups older than {days} days{}",
+                expired.len(),
+                if check {
+                    " (check: nothing deleted)"
+                } else {
+                    " deleted"
+                }
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::ActivationLink { uid, regenerate, send } => {
-            let queues = if send { Some(redis_queues(&config).await?) } else { None };
+        Command::ActivationLink {
+            uid,
+            regenerate,
+            send,
+        } => {
+            let queues = if send {
+                Some(redis_queues(&config).await?)
+            } else {
+                None
+            };
             let core = Core::build(config, &secrets, queues).await?;
             let Some(signup) = core.signups.by_uid(&uid).await? else {
                 anyhow::bail!("no signup with shell name {uid:?}");
@@ -198,7 +254,10 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             );
             let signup = if regenerate {
                 core.signups.rotate_nonce(signup.id).await?;
-                core.signups.get(signup.id).await?.context("signup vanished")?
+                core.signups
+                    .get(signup.id)
+                    .await?
+                    .context("signup vanished")?
             } else {
                 signup
             };

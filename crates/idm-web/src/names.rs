@@ -11,9 +11,12 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-static SHELL_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,31}$").expect("literal regex"));
+static SHELL_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,31}$").expect("literal regex"));
 
-const FORBIDDEN: &[char] = &['@', '#', '<', '>', '[', ']', '|', '{', '}', '/', '\\', ':', '=', '"', ','];
+const FORBIDDEN: &[char] = &[
+    '@', '#', '<', '>', '[', ']', '|', '{', '}', '/', '\\', ':', '=', '"', ',',
+];
 
 /// Normalises a username as typed: trim, collapse spaces, upper-case first letter.
 pub fn normalize_username(raw: &str) -> String {
@@ -62,7 +65,10 @@ pub fn shell_name_problems(uid: &str) -> Vec<String> {
     if !uid.starts_with(|c: char| c.is_ascii_lowercase()) {
         p.push("Start with a lower-case letter (a–z).".into());
     }
-    if uid.chars().any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')) {
+    if uid
+        .chars()
+        .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
         p.push("Use only lower-case letters a–z, digits and '-'.".into());
     }
     p
@@ -90,7 +96,11 @@ pub fn suggest_shell_name(username: &str) -> String {
         }
         out.push(c);
     }
-    let trimmed: String = out.trim_start_matches(|c: char| !c.is_ascii_lowercase()).chars().take(32).collect();
+    let trimmed: String = out
+        .trim_start_matches(|c: char| !c.is_ascii_lowercase())
+        .chars()
+        .take(32)
+        .collect();
     trimmed.trim_end_matches('-').to_owned()
 }
 

@@ -65,7 +65,8 @@ impl PasswordPolicy {
                 continue;
             }
             if lower.contains(&n) || similarity(&lower, &n) >= 0.7 {
-                problems.push("The password is too similar to your names or e-mail address.".into());
+                problems
+                    .push("The password is too similar to your names or e-mail address.".into());
                 break;
             }
         }
@@ -84,7 +85,11 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     for ca in &a {
         let mut cur = vec![0usize; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = if ca == cb { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
+            cur[j + 1] = if ca == cb {
+                prev[j] + 1
+            } else {
+                prev[j + 1].max(cur[j])
+            };
         }
         prev = cur;
     }
@@ -113,7 +118,10 @@ pub fn hash_for_directory(password: &str, scheme: PasswordScheme) -> Result<Stri
             h.update(salt);
             let mut out = h.finalize().to_vec();
             out.extend_from_slice(&salt);
-            Ok(format!("{{SSHA}}{}", base64::engine::general_purpose::STANDARD.encode(out)))
+            Ok(format!(
+                "{{SSHA}}{}",
+                base64::engine::general_purpose::STANDARD.encode(out)
+            ))
         }
     }
 }
@@ -125,12 +133,18 @@ mod tests {
     #[test]
     fn strength_rules() {
         let p = PasswordPolicy::new(10, Some("hunter2hunter2\n"));
-        assert!(p.check("tr0ub4dor&3-staple", &["Alice Example", "alice"]).is_empty());
+        assert!(
+            p.check("tr0ub4dor&3-staple", &["Alice Example", "alice"])
+                .is_empty()
+        );
         assert!(!p.check("short", &[]).is_empty());
         assert!(!p.check("12345678901234", &[]).is_empty());
         assert!(!p.check("Password123", &[]).is_empty());
         assert!(!p.check("HUNTER2HUNTER2", &[]).is_empty());
-        assert!(!p.check("alice-example-1", &["Alice Example", "alice-example"]).is_empty());
+        assert!(
+            !p.check("alice-example-1", &["Alice Example", "alice-example"])
+                .is_empty()
+        );
         assert!(!p.check("Alice Exampel", &["Alice Example"]).is_empty());
     }
 
@@ -146,7 +160,9 @@ mod tests {
         assert!(a.starts_with("{ARGON2}$argon2id$v=19$m="), "{a}");
         let s = hash_for_directory("secret password", PasswordScheme::Ssha).unwrap();
         assert!(s.starts_with("{SSHA}"));
-        let raw = base64::engine::general_purpose::STANDARD.decode(&s[6..]).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&s[6..])
+            .unwrap();
         assert_eq!(raw.len(), 28);
     }
 }

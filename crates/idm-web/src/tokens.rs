@@ -76,7 +76,14 @@ impl TokenSigner {
     fn activation_mac(&self, s: &Signup, expires: i64) -> HmacSha256 {
         self.mac(
             "forge-idm activation v1",
-            &[&s.id.to_string(), &expires.to_string(), &s.uid, &s.email, &s.token_nonce, &s.state],
+            &[
+                &s.id.to_string(),
+                &expires.to_string(),
+                &s.uid,
+                &s.email,
+                &s.token_nonce,
+                &s.state,
+            ],
         )
     }
 
@@ -99,7 +106,12 @@ impl TokenSigner {
     }
 
     /// Verifies `token` against the current state of `signup` at time `now`.
-    pub fn verify_activation(&self, token: &str, signup: &Signup, now: i64) -> Result<(), TokenError> {
+    pub fn verify_activation(
+        &self,
+        token: &str,
+        signup: &Signup,
+        now: i64,
+    ) -> Result<(), TokenError> {
         let (id, expires, mac) = Self::activation_id(token)?;
         if id != signup.id {
             return Err(TokenError::Invalid);
@@ -115,13 +127,20 @@ impl TokenSigner {
 
     /// The form token for CSRF cookie value `cookie`.
     pub fn csrf_token(&self, cookie: &str) -> String {
-        B64.encode(self.mac("forge-idm csrf v1", &[cookie]).finalize().into_bytes())
+        B64.encode(
+            self.mac("forge-idm csrf v1", &[cookie])
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Whether `form_token` belongs to `cookie`.
     pub fn verify_csrf(&self, cookie: &str, form_token: &str) -> bool {
         match B64.decode(form_token) {
-            Ok(mac) => self.mac("forge-idm csrf v1", &[cookie]).verify_slice(&mac).is_ok(),
+            Ok(mac) => self
+                .mac("forge-idm csrf v1", &[cookie])
+                .verify_slice(&mac)
+                .is_ok(),
             Err(_) => false,
         }
     }
@@ -132,7 +151,11 @@ impl TokenSigner {
         let b: u8 = rand::random_range(1..=9);
         let expires = now + 3600;
         let body = format!("{a}.{b}.{expires}");
-        let mac = B64.encode(self.mac("forge-idm antibot v1", &[&body]).finalize().into_bytes());
+        let mac = B64.encode(
+            self.mac("forge-idm antibot v1", &[&body])
+                .finalize()
+                .into_bytes(),
+        );
         (format!("What is {a} plus {b}?"), format!("{body}.{mac}"))
     }
 
@@ -146,10 +169,15 @@ impl TokenSigner {
         let Ok(mac) = B64.decode(mac) else {
             return false;
         };
-        if self.mac("forge-idm antibot v1", &[&body]).verify_slice(&mac).is_err() {
+        if self
+            .mac("forge-idm antibot v1", &[&body])
+            .verify_slice(&mac)
+            .is_err()
+        {
             return false;
         }
-        let (Ok(a), Ok(b), Ok(exp)) = (a.parse::<u32>(), b.parse::<u32>(), exp.parse::<i64>()) else {
+        let (Ok(a), Ok(b), Ok(exp)) = (a.parse::<u32>(), b.parse::<u32>(), exp.parse::<i64>())
+        else {
             return false;
         };
         now <= exp && answer.trim().parse::<u32>().ok() == Some(a + b)
@@ -190,15 +218,30 @@ mod tests {
         let s = signup();
         let tok = t.activation_token(&s, 1000);
         assert_eq!(t.verify_activation(&tok, &s, 999), Ok(()));
-        assert_eq!(t.verify_activation(&tok, &s, 1001), Err(TokenError::Expired));
+        assert_eq!(
+            t.verify_activation(&tok, &s, 1001),
+            Err(TokenError::Expired)
+        );
         let mut used = s.clone();
         used.state = "confirmed".into();
-        assert_eq!(t.verify_activation(&tok, &used, 999), Err(TokenError::Invalid));
+        assert_eq!(
+            t.verify_activation(&tok, &used, 999),
+            Err(TokenError::Invalid)
+        );
         let forged = tok.replacen(".1000.", ".9000.", 1);
-        assert_eq!(t.verify_activation(&forged, &s, 999), Err(TokenError::Invalid));
-        assert_eq!(t.verify_activation("garbage", &s, 0), Err(TokenError::Invalid));
+        assert_eq!(
+            t.verify_activation(&forged, &s, 999),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            t.verify_activation("garbage", &s, 0),
+            Err(TokenError::Invalid)
+        );
         let other = TokenSigner::new(b"x".repeat(32));
-        assert_eq!(other.verify_activation(&tok, &s, 0), Err(TokenError::Invalid));
+        assert_eq!(
+            other.verify_activation(&tok, &s, 0),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -208,7 +251,10 @@ mod tests {
         assert!(t.verify_csrf("cookie", &f));
         assert!(!t.verify_csrf("other", &f));
         let (q, c) = t.antibot_challenge(100);
-        let nums: Vec<u32> = q.split(|ch: char| !ch.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
+        let nums: Vec<u32> = q
+            .split(|ch: char| !ch.is_ascii_digit())
+            .filter_map(|x| x.parse().ok())
+            .collect();
         let sum = (nums[0] + nums[1]).to_string();
         assert!(t.verify_antibot(&c, &sum, 100));
         assert!(!t.verify_antibot(&c, "99", 100));

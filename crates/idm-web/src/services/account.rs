@@ -72,18 +72,27 @@ impl Core {
     }
 
     /// The signup a token is for, if the token verifies now.
-    pub async fn signup_for_token(&self, token: &str) -> Result<Result<Signup, TokenError>, ServiceError> {
+    pub async fn signup_for_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<Signup, TokenError>, ServiceError> {
         let Ok((id, _, _)) = crate::tokens::TokenSigner::activation_id(token) else {
             return Ok(Err(TokenError::Invalid));
         };
         let Some(signup) = self.signups.get(id).await? else {
             return Ok(Err(TokenError::Invalid));
         };
-        Ok(self.tokens.verify_activation(token, &signup, now()).map(|()| signup))
+        Ok(self
+            .tokens
+            .verify_activation(token, &signup, now())
+            .map(|()| signup))
     }
 
     /// Uses an activation token: confirms the signup and queues the account job.
-    pub async fn confirm_activation(&self, token: &str) -> Result<Result<Signup, TokenError>, ServiceError> {
+    pub async fn confirm_activation(
+        &self,
+        token: &str,
+    ) -> Result<Result<Signup, TokenError>, ServiceError> {
         let signup = match self.signup_for_token(token).await? {
             Ok(s) => s,
             Err(e) => {
@@ -102,9 +111,17 @@ impl Core {
 
     /// Job: mails the activation link of a pending signup.
     pub async fn send_activation_mail(&self, id: i64) -> Result<(), JobFailure> {
-        let signup = self.signups.get(id).await?.ok_or(JobRefusal::NoSignup(id))?;
+        let signup = self
+            .signups
+            .get(id)
+            .await?
+            .ok_or(JobRefusal::NoSignup(id))?;
         if signup.state != state::PENDING {
-            return Err(JobRefusal::WrongState { id, state: signup.state }.into());
+            return Err(JobRefusal::WrongState {
+                id,
+                state: signup.state,
+            }
+            .into());
         }
         let link = self.activation_link(&signup);
         let body = format!(
@@ -117,7 +134,11 @@ impl Core {
             days = self.config.tokens.activation_days,
         );
         self.mailer
-            .send(std::slice::from_ref(&signup.email), "Activate your developer account", body)
+            .send(
+                std::slice::from_ref(&signup.email),
+                "Activate your developer account",
+                body,
+            )
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(uid = %signup.uid, "activation mail sent");
@@ -126,27 +147,43 @@ impl Core {
 
     /// Job: creates the LDAP account of a confirmed signup (idempotent).
     pub async fn create_account(&self, id: i64) -> Result<AccountOutcome, JobFailure> {
-        let signup = self.signups.get(id).await?.ok_or(JobRefusal::NoSignup(id))?;
+        let signup = self
+            .signups
+            .get(id)
+            .await?
+            .ok_or(JobRefusal::NoSignup(id))?;
         let outcome = match signup.state.as_str() {
             state::CREATED => AccountOutcome::AlreadyExisted,
             state::CONFIRMED => {
-                if let Some(n) = self.directory.account_uid_number(&signup.uid).await.map_err(ServiceError::from)? {
+                if let Some(n) = self
+                    .directory
+                    .account_uid_number(&signup.uid)
+                    .await
+                    .map_err(ServiceError::from)?
+                {
                     self.signups.mark_created(id, i64::from(n)).await?;
                     AccountOutcome::AlreadyExisted
                 } else {
                     let uid_number = match signup.uid_number {
                         Some(n) => n,
                         None => {
-                            let fresh = self.directory.allocate_uid_number().await.map_err(ServiceError::from)?;
+                            let fresh = self
+                                .directory
+                                .allocate_uid_number()
+                                .await
+                                .map_err(ServiceError::from)?;
                             // A concurrent run may have recorded one first: use that.
-                            self.signups.set_uid_number(id, i64::from(fresh)).await?.unwrap_or(i64::from(fresh))
+                            self.signups
+                                .set_uid_number(id, i64::from(fresh))
+                                .await?
+                                .unwrap_or(i64::from(fresh))
                         }
                     };
-                    let uid_number = u32::try_from(uid_number).map_err(|_| ServiceError::Other(format!("bad uidNumber {uid_number}")))?;
-                    let password_hash = signup
-                        .password_hash
-                        .clone()
-                        .ok_or_else(|| ServiceError::Other(format!("signup {id} has no password hash")))?;
+                    let uid_number = u32::try_from(uid_number)
+                        .map_err(|_| ServiceError::Other(format!("bad uidNumber {uid_number}")))?;
+                    let password_hash = signup.password_hash.clone().ok_or_else(|| {
+                        ServiceError::Other(format!("signup {id} has no password hash"))
+                    })?;
                     let created = self
                         .directory
                         .create_account(&NewAccount {
@@ -186,7 +223,9 @@ impl Core {
             }
         };
         // Only after success, and exactly once per signup.
-        if !self.config.mail.admin_recipients.is_empty() && self.signups.claim_admin_notification(id).await? {
+        if !self.config.mail.admin_recipients.is_empty()
+            && self.signups.claim_admin_notification(id).await?
+        {
             self.queues()?.enqueue_notify_admins(id).await?;
         }
         Ok(outcome)
@@ -194,9 +233,17 @@ impl Core {
 
     /// Job: tells the admins about a created account.
     pub async fn notify_admins(&self, id: i64) -> Result<(), JobFailure> {
-        let signup = self.signups.get(id).await?.ok_or(JobRefusal::NoSignup(id))?;
+        let signup = self
+            .signups
+            .get(id)
+            .await?
+            .ok_or(JobRefusal::NoSignup(id))?;
         if signup.state != state::CREATED {
-            return Err(JobRefusal::WrongState { id, state: signup.state }.into());
+            return Err(JobRefusal::WrongState {
+                id,
+                state: signup.state,
+            }
+            .into());
         }
         let body = format!(
             "A developer account was created.\n\nUsername: {}\nShell name: {}\nuidNumber: {}\nE-mail: {}\n",
@@ -206,14 +253,22 @@ impl Core {
             signup.email
         );
         self.mailer
-            .send(&self.config.mail.admin_recipients, &format!("New developer account: {}", signup.uid), body)
+            .send(
+                &self.config.mail.admin_recipients,
+                &format!("New developer account: {}", signup.uid),
+                body,
+            )
             .await
             .map_err(ServiceError::from)?;
         Ok(())
     }
 
     /// Deletes (or with `check`, lists) pending signups older than `days`.
-    pub async fn expire_signups(&self, days: i64, check: bool) -> Result<Vec<Signup>, ServiceError> {
+    pub async fn expire_signups(
+        &self,
+        days: i64,
+        check: bool,
+    ) -> Result<Vec<Signup>, ServiceError> {
         let cutoff = now() - days * 86_400;
         let expired = self.signups.expired(cutoff).await?;
         if !check {

@@ -77,7 +77,11 @@ pub struct Core {
 impl Core {
     /// Connects the database (applying migrations) and builds the rest.
     /// `queues` is set by callers that enqueue jobs (the web app).
-    pub async fn build(config: Config, secrets: &Secrets, queues: Option<JobQueues>) -> Result<Arc<Core>, ServiceError> {
+    pub async fn build(
+        config: Config,
+        secrets: &Secrets,
+        queues: Option<JobQueues>,
+    ) -> Result<Arc<Core>, ServiceError> {
         let db = Db::connect(
             &secrets.database_url,
             config.database.max_connections,
@@ -89,9 +93,17 @@ impl Core {
     }
 
     /// Like [`Core::build`] with an already-connected, migrated database.
-    pub async fn with_db(config: Config, secrets: &Secrets, db: Db, queues: Option<JobQueues>) -> Result<Arc<Core>, ServiceError> {
+    pub async fn with_db(
+        config: Config,
+        secrets: &Secrets,
+        db: Db,
+        queues: Option<JobQueues>,
+    ) -> Result<Arc<Core>, ServiceError> {
         let extra = match &config.signup.common_passwords_file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| ServiceError::Other(format!("{}: {e}", p.display())))?),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| ServiceError::Other(format!("{}: {e}", p.display())))?,
+            ),
             None => None,
         };
         let core = Core {
@@ -115,7 +127,10 @@ impl Core {
         let entries = self.blocklist_store.all().await?;
         let compiled = Blocklist::compile(&entries);
         if compiled.skipped > 0 {
-            tracing::warn!(skipped = compiled.skipped, "blocklist entries with unsupported regexes are ignored");
+            tracing::warn!(
+                skipped = compiled.skipped,
+                "blocklist entries with unsupported regexes are ignored"
+            );
         }
         let n = compiled.len();
         self.blocklist.store(Arc::new(compiled));
@@ -125,11 +140,16 @@ impl Core {
 
     /// The link a user opens to activate `token`.
     pub fn activation_url(&self, token: &str) -> String {
-        format!("{}/activate/{token}", self.config.http.public_base_url.trim_end_matches('/'))
+        format!(
+            "{}/activate/{token}",
+            self.config.http.public_base_url.trim_end_matches('/')
+        )
     }
 
     /// The job queues, or an error for callers built without them.
     pub fn queues(&self) -> Result<&JobQueues, ServiceError> {
-        self.queues.as_ref().ok_or_else(|| ServiceError::Queue("no job queue configured".into()))
+        self.queues
+            .as_ref()
+            .ok_or_else(|| ServiceError::Queue("no job queue configured".into()))
     }
 }

@@ -79,7 +79,11 @@ const BLOCKED: &str = "This name is not allowed.";
 impl Core {
     /// Availability problems of `username` and `uid` (blocklist, pending
     /// signups, directory). `Err` when the directory or database fails.
-    async fn availability(&self, username: &str, uid: &str) -> Result<(Vec<String>, Vec<String>), ServiceError> {
+    async fn availability(
+        &self,
+        username: &str,
+        uid: &str,
+    ) -> Result<(Vec<String>, Vec<String>), ServiceError> {
         let (mut u, mut s) = (Vec::new(), Vec::new());
         {
             let list = self.blocklist.load();
@@ -115,20 +119,50 @@ impl Core {
         add(&mut errors, "username", names::username_problems(&username));
         add(&mut errors, "shellname", names::shell_name_problems(&uid));
         if !valid_email(&email) {
-            add(&mut errors, "email", vec!["Enter a valid e-mail address.".into()]);
+            add(
+                &mut errors,
+                "email",
+                vec!["Enter a valid e-mail address.".into()],
+            );
         }
         if form.password != form.password2 {
-            add(&mut errors, "password2", vec!["The two passwords differ.".into()]);
+            add(
+                &mut errors,
+                "password2",
+                vec!["The two passwords differ.".into()],
+            );
         }
         let local = email.split('@').next().unwrap_or("");
-        add(&mut errors, "password", self.passwords.check(&form.password, &[&username, &uid, local]));
-        if self.config.signup.antibot && (!form.website.is_empty() || !self.tokens.verify_antibot(&form.challenge, &form.human_check, now())) {
-            add(&mut errors, "human_check", vec!["That answer is not right; please try again.".into()]);
+        add(
+            &mut errors,
+            "password",
+            self.passwords
+                .check(&form.password, &[&username, &uid, local]),
+        );
+        if self.config.signup.antibot
+            && (!form.website.is_empty()
+                || !self
+                    .tokens
+                    .verify_antibot(&form.challenge, &form.human_check, now()))
+        {
+            add(
+                &mut errors,
+                "human_check",
+                vec!["That answer is not right; please try again.".into()],
+            );
         }
         let name_ok = !errors.contains_key("username") || !errors.contains_key("shellname");
         if name_ok {
-            let u = if errors.contains_key("username") { "" } else { username.as_str() };
-            let s = if errors.contains_key("shellname") { "" } else { uid.as_str() };
+            let u = if errors.contains_key("username") {
+                ""
+            } else {
+                username.as_str()
+            };
+            let s = if errors.contains_key("shellname") {
+                ""
+            } else {
+                uid.as_str()
+            };
             match self.availability(u, s).await {
                 Ok((ue, se)) => {
                     if !u.is_empty() {
@@ -149,7 +183,8 @@ impl Core {
             metrics::counter!("forge_idm_signups_refused_total").increment(1);
             return Ok(SignupOutcome::Invalid(errors));
         }
-        let hash = hash_for_directory(&form.password, self.config.ldap.password_scheme).map_err(|e| ServiceError::Other(e.to_string()))?;
+        let hash = hash_for_directory(&form.password, self.config.ldap.password_scheme)
+            .map_err(|e| ServiceError::Other(e.to_string()))?;
         let signup = match self
             .signups
             .insert(&NewSignup {
@@ -176,20 +211,39 @@ impl Core {
 
     /// The JSON name check: rules and availability of a username and shell
     /// name, and a suggested shell name. `Err(Directory)` when LDAP is down.
-    pub async fn check_names(&self, username: &str, shellname: Option<&str>) -> Result<NameCheck, ServiceError> {
+    pub async fn check_names(
+        &self,
+        username: &str,
+        shellname: Option<&str>,
+    ) -> Result<NameCheck, ServiceError> {
         let username = names::normalize_username(username);
         let mut out = NameCheck {
-            username_errors: if username.is_empty() { Vec::new() } else { names::username_problems(&username) },
+            username_errors: if username.is_empty() {
+                Vec::new()
+            } else {
+                names::username_problems(&username)
+            },
             username: username.clone(),
             ..Default::default()
         };
-        let given = shellname.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let given = shellname
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         if let Some(s) = &given {
             out.shellname = s.clone();
             out.shellname_errors = names::shell_name_problems(s);
         }
-        let u = if out.username_errors.is_empty() { username.as_str() } else { "" };
-        let s = if out.shellname_errors.is_empty() { out.shellname.clone() } else { String::new() };
+        let u = if out.username_errors.is_empty() {
+            username.as_str()
+        } else {
+            ""
+        };
+        let s = if out.shellname_errors.is_empty() {
+            out.shellname.clone()
+        } else {
+            String::new()
+        };
         if !u.is_empty() || !s.is_empty() {
             let (ue, se) = self.availability(u, &s).await?;
             if !u.is_empty() {

@@ -45,7 +45,12 @@ impl BlocklistStore {
 
     /// Records that `origin` lists these entries now (`seen` unix seconds):
     /// inserts new ones, refreshes `last_seen` of known ones. One transaction.
-    pub async fn upsert(&self, origin: &str, entries: &[(String, String, bool)], seen: i64) -> Result<(), DbError> {
+    pub async fn upsert(
+        &self,
+        origin: &str,
+        entries: &[(String, String, bool)],
+        seen: i64,
+    ) -> Result<(), DbError> {
         match &self.db {
             Db::Sqlite(p) => {
                 let mut tx = p.begin().await?;
@@ -98,8 +103,10 @@ impl BlocklistStore {
 
     /// Deletes entries of `origin` last seen before `cutoff`; returns how many.
     pub async fn delete_stale(&self, origin: &str, cutoff: i64) -> Result<u64, DbError> {
-        Ok(with_pool!(&self.db, p => sqlx::query("DELETE FROM username_blocklist WHERE origin = ? AND last_seen < ?")
-            .bind(origin).bind(cutoff).execute(p).await?.rows_affected()))
+        Ok(
+            with_pool!(&self.db, p => sqlx::query("DELETE FROM username_blocklist WHERE origin = ? AND last_seen < ?")
+            .bind(origin).bind(cutoff).execute(p).await?.rows_affected()),
+        )
     }
 
     /// Every entry.

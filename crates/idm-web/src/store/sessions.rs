@@ -33,12 +33,15 @@ impl SqlSessionStore {
 
     /// Deletes expired sessions; returns how many.
     pub async fn delete_expired(&self) -> Result<u64, sqlx::Error> {
-        Ok(with_pool!(&self.db, p => sqlx::query("DELETE FROM sessions WHERE expiry_date < ?")
-            .bind(now()).execute(p).await?.rows_affected()))
+        Ok(
+            with_pool!(&self.db, p => sqlx::query("DELETE FROM sessions WHERE expiry_date < ?")
+            .bind(now()).execute(p).await?.rows_affected()),
+        )
     }
 
     async fn insert(&self, record: &Record) -> Result<bool, session_store::Error> {
-        let data = serde_json::to_vec(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = serde_json::to_vec(&record.data)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let r = with_pool!(&self.db, p => sqlx::query("INSERT INTO sessions (id, data, expiry_date) VALUES (?, ?, ?)")
             .bind(record.id.to_string()).bind(data).bind(record.expiry_date.unix_timestamp())
             .execute(p).await.map(|_| ()));
@@ -61,7 +64,8 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let data = serde_json::to_vec(&record.data).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let data = serde_json::to_vec(&record.data)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let id = record.id.to_string();
         let expiry = record.expiry_date.unix_timestamp();
         match &self.db {
@@ -98,9 +102,10 @@ impl SessionStore for SqlSessionStore {
         let Some((data, expiry)) = row else {
             return Ok(None);
         };
-        let data = serde_json::from_slice(&data).map_err(|e| session_store::Error::Decode(e.to_string()))?;
-        let expiry_date =
-            time::OffsetDateTime::from_unix_timestamp(expiry).map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let data = serde_json::from_slice(&data)
+            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
+        let expiry_date = time::OffsetDateTime::from_unix_timestamp(expiry)
+            .map_err(|e| session_store::Error::Decode(e.to_string()))?;
         Ok(Some(Record {
             id: *id,
             data,

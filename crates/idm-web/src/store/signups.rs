@@ -117,13 +117,17 @@ impl SignupStore {
     /// The signup with `id`.
     pub async fn get(&self, id: i64) -> Result<Option<Signup>, DbError> {
         let sql = const_format("WHERE id = ?");
-        Ok(with_pool!(&self.db, p => sqlx::query_as::<_, Signup>(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_optional(p).await?))
+        Ok(
+            with_pool!(&self.db, p => sqlx::query_as::<_, Signup>(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_optional(p).await?),
+        )
     }
 
     /// The signup for shell name `uid`.
     pub async fn by_uid(&self, uid: &str) -> Result<Option<Signup>, DbError> {
         let sql = const_format("WHERE uid = ?");
-        Ok(with_pool!(&self.db, p => sqlx::query_as::<_, Signup>(sqlx::AssertSqlSafe(sql.clone())).bind(uid).fetch_optional(p).await?))
+        Ok(
+            with_pool!(&self.db, p => sqlx::query_as::<_, Signup>(sqlx::AssertSqlSafe(sql.clone())).bind(uid).fetch_optional(p).await?),
+        )
     }
 
     /// Whether a signup holds `name` as username (case-insensitively) or as
@@ -184,13 +188,17 @@ impl SignupStore {
     /// Pending signups created before `cutoff` (unix seconds).
     pub async fn expired(&self, cutoff: i64) -> Result<Vec<Signup>, DbError> {
         let sql = const_format("WHERE state = 'pending' AND created_at < ? ORDER BY id");
-        Ok(with_pool!(&self.db, p => sqlx::query_as::<_, Signup>(sqlx::AssertSqlSafe(sql.clone())).bind(cutoff).fetch_all(p).await?))
+        Ok(
+            with_pool!(&self.db, p => sqlx::query_as::<_, Signup>(sqlx::AssertSqlSafe(sql.clone())).bind(cutoff).fetch_all(p).await?),
+        )
     }
 
     /// Deletes pending signups created before `cutoff`; returns how many.
     pub async fn delete_expired(&self, cutoff: i64) -> Result<u64, DbError> {
-        Ok(with_pool!(&self.db, p => sqlx::query("DELETE FROM signups WHERE state = 'pending' AND created_at < ?")
-            .bind(cutoff).execute(p).await?.rows_affected()))
+        Ok(
+            with_pool!(&self.db, p => sqlx::query("DELETE FROM signups WHERE state = 'pending' AND created_at < ?")
+            .bind(cutoff).execute(p).await?.rows_affected()),
+        )
     }
 
     /// Sets `created_at` (tests and support tooling that backdate a signup).

@@ -55,7 +55,9 @@ impl RateLimits {
         RateLimits {
             signup_ip: RateLimiter::keyed(Quota::per_hour(nz(c.signup_per_ip_per_hour))),
             login_ip: RateLimiter::keyed(Quota::per_minute(nz(c.login_per_ip_per_minute))),
-            login_account: RateLimiter::keyed(Quota::per_minute(nz(c.login_per_account_per_minute))),
+            login_account: RateLimiter::keyed(Quota::per_minute(
+                nz(c.login_per_account_per_minute),
+            )),
         }
     }
 
@@ -90,11 +92,17 @@ fn templates() -> Environment<'static> {
     let mut env = Environment::new();
     for (name, text) in [
         ("base.html", include_str!("../../templates/base.html")),
-        ("form_macros.html", include_str!("../../templates/form_macros.html")),
+        (
+            "form_macros.html",
+            include_str!("../../templates/form_macros.html"),
+        ),
         ("index.html", include_str!("../../templates/index.html")),
         ("signup.html", include_str!("../../templates/signup.html")),
         ("message.html", include_str!("../../templates/message.html")),
-        ("activate.html", include_str!("../../templates/activate.html")),
+        (
+            "activate.html",
+            include_str!("../../templates/activate.html"),
+        ),
         ("login.html", include_str!("../../templates/login.html")),
         ("account.html", include_str!("../../templates/account.html")),
     ] {
@@ -125,7 +133,11 @@ impl AppState {
 
     /// Renders `template` with `ctx`; a rendering failure is a 500 page.
     pub fn render(&self, status: StatusCode, template: &str, ctx: minijinja::Value) -> Response {
-        match self.templates.get_template(template).and_then(|t| t.render(ctx)) {
+        match self
+            .templates
+            .get_template(template)
+            .and_then(|t| t.render(ctx))
+        {
             Ok(html) => (status, Html(html)).into_response(),
             Err(e) => {
                 tracing::error!(template, error = %e, "rendering failed");
@@ -148,12 +160,20 @@ pub fn router_with(state: AppState) -> Router {
         .with_http_only(true)
         .with_secure(core.config.http.cookie_secure)
         .with_same_site(SameSite::Lax)
-        .with_expiry(Expiry::OnInactivity(time::Duration::days(core.config.http.session_days)));
+        .with_expiry(Expiry::OnInactivity(time::Duration::days(
+            core.config.http.session_days,
+        )));
     Router::new()
         .route("/", get(pages::index))
-        .route("/signup", get(pages::signup_form).post(pages::signup_submit))
+        .route(
+            "/signup",
+            get(pages::signup_form).post(pages::signup_submit),
+        )
         .route("/signup/sent", get(pages::signup_sent))
-        .route("/activate/{token}", get(pages::activate_page).post(pages::activate_confirm))
+        .route(
+            "/activate/{token}",
+            get(pages::activate_page).post(pages::activate_confirm),
+        )
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout))
         .route("/account", get(pages::account))
@@ -181,7 +201,10 @@ fn request_host(req: &Request) -> Option<String> {
 async fn host_check(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ok = request_host(&req).is_some_and(|h| {
         let bare = match h.rsplit_once(':') {
-            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']') || h.starts_with('[') && h.contains("]:") => {
+            Some((host, port))
+                if port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(']')
+                    || h.starts_with('[') && h.contains("]:") =>
+            {
                 host.to_owned()
             }
             _ => h.clone(),
@@ -190,7 +213,11 @@ async fn host_check(State(state): State<AppState>, req: Request, next: Next) -> 
     });
     if !ok {
         metrics::counter!("forge_idm_bad_host_total").increment(1);
-        return (StatusCode::MISDIRECTED_REQUEST, "This host name is not served here.\n").into_response();
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "This host name is not served here.\n",
+        )
+            .into_response();
     }
     next.run(req).await
 }
@@ -224,7 +251,10 @@ async fn client_ip(State(state): State<AppState>, mut req: Request, next: Next) 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
     let ip = client_address(peer, xff, &state.trusted);
     req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
@@ -243,7 +273,8 @@ pub fn read_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String
 }
 
 async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let existing = read_cookie(req.headers(), CSRF_COOKIE).filter(|v| v.len() >= 16 && v.len() <= 128);
+    let existing =
+        read_cookie(req.headers(), CSRF_COOKIE).filter(|v| v.len() >= 16 && v.len() <= 128);
     let (cookie, fresh) = match existing {
         Some(v) => (v, false),
         None => (random_token(24), true),
@@ -275,7 +306,8 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         }
         req = Request::from_parts(parts, Body::from(bytes));
     }
-    req.extensions_mut().insert(CsrfToken(state.core.tokens.csrf_token(&cookie)));
+    req.extensions_mut()
+        .insert(CsrfToken(state.core.tokens.csrf_token(&cookie)));
     let mut resp = next.run(req).await;
     if fresh {
         let c = Cookie::build((CSRF_COOKIE, cookie))
@@ -299,16 +331,35 @@ mod tests {
     fn client_address_honours_only_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(client_address(ip("192.0.2.1"), Some("1.2.3.4"), &trusted), ip("192.0.2.1"));
-        assert_eq!(client_address(ip("10.0.0.1"), Some("1.2.3.4"), &trusted), ip("1.2.3.4"));
-        assert_eq!(client_address(ip("10.0.0.1"), Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), &trusted), ip("1.2.3.4"));
-        assert_eq!(client_address(ip("10.0.0.1"), None, &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_address(ip("192.0.2.1"), Some("1.2.3.4"), &trusted),
+            ip("192.0.2.1")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), Some("1.2.3.4"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), Some("6.6.6.6, 1.2.3.4, 10.0.0.2"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client_address(ip("10.0.0.1"), None, &trusted),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn templates_compile() {
         let env = templates();
-        for t in ["signup.html", "login.html", "message.html", "activate.html", "account.html", "index.html"] {
+        for t in [
+            "signup.html",
+            "login.html",
+            "message.html",
+            "activate.html",
+            "account.html",
+            "index.html",
+        ] {
             env.get_template(t).unwrap();
         }
     }

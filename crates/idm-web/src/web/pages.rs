@@ -36,7 +36,13 @@ async fn current_user(session: &Session) -> Option<SessionUser> {
     session.get::<SessionUser>(USER_KEY).await.ok().flatten()
 }
 
-fn message(state: &AppState, status: StatusCode, csrf: &CsrfToken, title: &str, paragraphs: &[&str]) -> Response {
+fn message(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    title: &str,
+    paragraphs: &[&str],
+) -> Response {
     state.render(
         status,
         "message.html",
@@ -64,16 +70,26 @@ fn try_later(state: &AppState, csrf: &CsrfToken) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         csrf,
         "Please try again later",
-        &["The account directory cannot be reached right now. Nothing was saved; please try again in a few minutes."],
+        &[
+            "The account directory cannot be reached right now. Nothing was saved; please try again in a few minutes.",
+        ],
     )
 }
 
-pub(super) async fn index(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, session: Session) -> Response {
+pub(super) async fn index(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+) -> Response {
     let user = current_user(&session).await;
     if user.is_some() {
         return Redirect::to("/account").into_response();
     }
-    state.render(StatusCode::OK, "index.html", context! { title => "Developer accounts", csrf_token => csrf.0 })
+    state.render(
+        StatusCode::OK,
+        "index.html",
+        context! { title => "Developer accounts", csrf_token => csrf.0 },
+    )
 }
 
 fn labels() -> BTreeMap<&'static str, &'static str> {
@@ -87,7 +103,13 @@ fn labels() -> BTreeMap<&'static str, &'static str> {
     ])
 }
 
-fn signup_page(state: &AppState, status: StatusCode, csrf: &CsrfToken, form: &SignupForm, errors: &BTreeMap<&'static str, Vec<String>>) -> Response {
+fn signup_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    form: &SignupForm,
+    errors: &BTreeMap<&'static str, Vec<String>>,
+) -> Response {
     let (question, challenge) = state.core.tokens.antibot_challenge(now());
     state.render(
         status,
@@ -106,8 +128,17 @@ fn signup_page(state: &AppState, status: StatusCode, csrf: &CsrfToken, form: &Si
     )
 }
 
-pub(super) async fn signup_form(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
-    signup_page(&state, StatusCode::OK, &csrf, &SignupForm::default(), &BTreeMap::new())
+pub(super) async fn signup_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Response {
+    signup_page(
+        &state,
+        StatusCode::OK,
+        &csrf,
+        &SignupForm::default(),
+        &BTreeMap::new(),
+    )
 }
 
 pub(super) async fn signup_submit(
@@ -128,19 +159,30 @@ pub(super) async fn signup_submit(
     }
     match state.core.submit_signup(&form).await {
         Ok(SignupOutcome::Stored { .. }) => Redirect::to("/signup/sent").into_response(),
-        Ok(SignupOutcome::Invalid(errors)) => signup_page(&state, StatusCode::BAD_REQUEST, &csrf, &form, &errors),
+        Ok(SignupOutcome::Invalid(errors)) => {
+            signup_page(&state, StatusCode::BAD_REQUEST, &csrf, &form, &errors)
+        }
         Ok(SignupOutcome::TryLater) => {
             let errors = BTreeMap::from([(
                 "form",
                 vec!["The account directory cannot be reached right now. Nothing was saved; please try again later.".to_owned()],
             )]);
-            signup_page(&state, StatusCode::SERVICE_UNAVAILABLE, &csrf, &form, &errors)
+            signup_page(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &csrf,
+                &form,
+                &errors,
+            )
         }
         Err(e) => internal(&state, &csrf, &e),
     }
 }
 
-pub(super) async fn signup_sent(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
+pub(super) async fn signup_sent(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Response {
     message(
         &state,
         StatusCode::OK,
@@ -172,7 +214,11 @@ fn token_error(state: &AppState, csrf: &CsrfToken, e: TokenError) -> Response {
     }
 }
 
-pub(super) async fn activate_page(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, Path(token): Path<String>) -> Response {
+pub(super) async fn activate_page(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(token): Path<String>,
+) -> Response {
     match state.core.signup_for_token(&token).await {
         Ok(Ok(signup)) => state.render(
             StatusCode::OK,
@@ -189,7 +235,11 @@ pub(super) async fn activate_page(State(state): State<AppState>, Extension(csrf)
     }
 }
 
-pub(super) async fn activate_confirm(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, Path(token): Path<String>) -> Response {
+pub(super) async fn activate_confirm(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(token): Path<String>,
+) -> Response {
     match state.core.confirm_activation(&token).await {
         Ok(Ok(signup)) => state.render(
             StatusCode::OK,
@@ -214,7 +264,13 @@ pub(super) struct LoginForm {
     password: String,
 }
 
-fn login_page(state: &AppState, status: StatusCode, csrf: &CsrfToken, login: &str, error: Option<&str>) -> Response {
+fn login_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    login: &str,
+    error: Option<&str>,
+) -> Response {
     let errors: BTreeMap<&str, Vec<&str>> = error.map(|e| ("form", vec![e])).into_iter().collect();
     state.render(
         status,
@@ -223,7 +279,10 @@ fn login_page(state: &AppState, status: StatusCode, csrf: &CsrfToken, login: &st
     )
 }
 
-pub(super) async fn login_form(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
+pub(super) async fn login_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Response {
     login_page(&state, StatusCode::OK, &csrf, "", None)
 }
 
@@ -235,11 +294,28 @@ pub(super) async fn login_submit(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let login = form.login.trim().to_owned();
-    if state.limits().login_ip.check_key(&ip).is_err() || state.limits().login_account.check_key(&login.to_lowercase()).is_err() {
+    if state.limits().login_ip.check_key(&ip).is_err()
+        || state
+            .limits()
+            .login_account
+            .check_key(&login.to_lowercase())
+            .is_err()
+    {
         metrics::counter!("forge_idm_rate_limited_total", "what" => "login").increment(1);
-        return login_page(&state, StatusCode::TOO_MANY_REQUESTS, &csrf, &login, Some("Too many login attempts. Please wait a minute and try again."));
+        return login_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &csrf,
+            &login,
+            Some("Too many login attempts. Please wait a minute and try again."),
+        );
     }
-    match state.core.directory.authenticate(&login, &form.password).await {
+    match state
+        .core
+        .directory
+        .authenticate(&login, &form.password)
+        .await
+    {
         Ok(Some(user)) => {
             // A new session id at login: a planted cookie never becomes a logged-in session.
             if let Err(e) = session.cycle_id().await {
@@ -261,7 +337,13 @@ pub(super) async fn login_submit(
         }
         Ok(None) => {
             metrics::counter!("forge_idm_logins_total", "result" => "refused").increment(1);
-            login_page(&state, StatusCode::UNAUTHORIZED, &csrf, &login, Some("Wrong username or password."))
+            login_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                &csrf,
+                &login,
+                Some("Wrong username or password."),
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "login: directory unavailable");
@@ -283,11 +365,19 @@ pub(super) async fn logout(session: Session) -> Response {
     Redirect::to("/").into_response()
 }
 
-pub(super) async fn account(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>, session: Session) -> Response {
+pub(super) async fn account(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+) -> Response {
     let Some(user) = current_user(&session).await else {
         return Redirect::to("/login").into_response();
     };
-    state.render(StatusCode::OK, "account.html", context! { title => "Your account", csrf_token => csrf.0, user => user })
+    state.render(
+        StatusCode::OK,
+        "account.html",
+        context! { title => "Your account", csrf_token => csrf.0, user => user },
+    )
 }
 
 /// Query of the name check.
@@ -298,25 +388,52 @@ pub(super) struct CheckQuery {
     shellname: Option<String>,
 }
 
-pub(super) async fn check_names(State(state): State<AppState>, Query(q): Query<CheckQuery>) -> Response {
-    match state.core.check_names(&q.username, q.shellname.as_deref()).await {
+pub(super) async fn check_names(
+    State(state): State<AppState>,
+    Query(q): Query<CheckQuery>,
+) -> Response {
+    match state
+        .core
+        .check_names(&q.username, q.shellname.as_deref())
+        .await
+    {
         Ok(check) => Json(check).into_response(),
         Err(e) => {
-            let status = if matches!(e, ServiceError::Directory(_)) { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+            let status = if matches!(e, ServiceError::Directory(_)) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
             tracing::warn!(error = %e, "name check failed");
-            (status, Json(serde_json::json!({"error": "try again later"}))).into_response()
+            (
+                status,
+                Json(serde_json::json!({"error": "try again later"})),
+            )
+                .into_response()
         }
     }
 }
 
 pub(super) async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         include_str!("../../static/style.css"),
     )
         .into_response()
 }
 
-pub(super) async fn not_found(State(state): State<AppState>, Extension(csrf): Extension<CsrfToken>) -> Response {
-    message(&state, StatusCode::NOT_FOUND, &csrf, "Page not found", &["There is no page at this address."])
+pub(super) async fn not_found(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Response {
+    message(
+        &state,
+        StatusCode::NOT_FOUND,
+        &csrf,
+        "Page not found",
+        &["There is no page at this address."],
+    )
 }

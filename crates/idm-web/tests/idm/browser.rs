@@ -16,7 +16,12 @@ async fn fill(b: &Client, id: &str, text: &str) {
 }
 
 async fn submit(b: &Client) {
-    b.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn wait_for_heading(b: &Client, text: &str) {
@@ -28,7 +33,10 @@ async fn wait_for_heading(b: &Client, text: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no heading {text:?}; page: {}", b.source().await.unwrap_or_default());
+    panic!(
+        "no heading {text:?}; page: {}",
+        b.source().await.unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,8 +51,17 @@ async fn signup_activation_and_login_in_chromium() {
     fill(&b, "f-email", "dora@example.org").await;
     fill(&b, "f-password", GOOD_PASSWORD).await;
     fill(&b, "f-password2", GOOD_PASSWORD).await;
-    let question = b.find(Locator::Css("label[for=f-human_check]")).await.unwrap().text().await.unwrap();
-    let nums: Vec<u32> = question.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
+    let question = b
+        .find(Locator::Css("label[for=f-human_check]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let nums: Vec<u32> = question
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok())
+        .collect();
     fill(&b, "f-human_check", &(nums[0] + nums[1]).to_string()).await;
     submit(&b).await;
     wait_for_heading(&b, "Check your e-mail").await;
@@ -57,10 +74,30 @@ async fn signup_activation_and_login_in_chromium() {
 
     env.wait_created("dora").await;
     let entry = env.ldap_entry("dora").await.expect("LDAP entry");
-    let classes: HashSet<String> = entry.attrs["objectClass"].iter().map(|c| c.to_lowercase()).collect();
-    assert!(["inetorgperson", "posixaccount", "ldappublickey"].iter().all(|c| classes.contains(*c)));
-    for a in ["cn", "sn", "uid", "uidNumber", "gidNumber", "homeDirectory", "loginShell", "mail"] {
-        assert!(entry.attrs.contains_key(a), "{a} missing: {:?}", entry.attrs);
+    let classes: HashSet<String> = entry.attrs["objectClass"]
+        .iter()
+        .map(|c| c.to_lowercase())
+        .collect();
+    assert!(
+        ["inetorgperson", "posixaccount", "ldappublickey"]
+            .iter()
+            .all(|c| classes.contains(*c))
+    );
+    for a in [
+        "cn",
+        "sn",
+        "uid",
+        "uidNumber",
+        "gidNumber",
+        "homeDirectory",
+        "loginShell",
+        "mail",
+    ] {
+        assert!(
+            entry.attrs.contains_key(a),
+            "{a} missing: {:?}",
+            entry.attrs
+        );
     }
     assert_eq!(entry.attrs["cn"], vec!["Dora Browser"]);
     assert!(env.can_bind(&entry.dn, GOOD_PASSWORD).await);
@@ -70,7 +107,13 @@ async fn signup_activation_and_login_in_chromium() {
     fill(&b, "f-password", GOOD_PASSWORD).await;
     submit(&b).await;
     wait_for_heading(&b, "Your account").await;
-    let uid = b.find(Locator::Id("account-uid")).await.unwrap().text().await.unwrap();
+    let uid = b
+        .find(Locator::Id("account-uid"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(uid, "dora");
     b.close().await.unwrap();
 }

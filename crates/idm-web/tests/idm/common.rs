@@ -109,7 +109,11 @@ impl Env {
         config.ldap.bind_dn = slapd.admin_dn();
         config.ldap.people_base = slapd.people_dn();
         config.ldap.uid_counter_dn = format!("cn=uidnumber-counter,{}", slapd.base_dn());
-        config.ldap.password_scheme = if slapd.has_argon2() { PasswordScheme::Argon2 } else { PasswordScheme::Ssha };
+        config.ldap.password_scheme = if slapd.has_argon2() {
+            PasswordScheme::Argon2
+        } else {
+            PasswordScheme::Ssha
+        };
         config.mail.smtp_port = smtp.port();
         if o.admin_recipients {
             config.mail.admin_recipients = vec![ADMIN_MAIL.into()];
@@ -147,7 +151,12 @@ impl Env {
 
     async fn serve(&mut self, listener: tokio::net::TcpListener) {
         let shutdown = Shutdown::new();
-        tokio::spawn(idm_web::run(Arc::clone(&self.core), listener, None, shutdown.clone()));
+        tokio::spawn(idm_web::run(
+            Arc::clone(&self.core),
+            listener,
+            None,
+            shutdown.clone(),
+        ));
         self.server = Some(shutdown);
     }
 
@@ -180,7 +189,12 @@ impl Env {
             concurrency: 16,
             ..Default::default()
         };
-        let worker = forge_rq::Worker::new(settings, RedisSettings::for_url(&self.redis.url()), registry).unwrap();
+        let worker = forge_rq::Worker::new(
+            settings,
+            RedisSettings::for_url(&self.redis.url()),
+            registry,
+        )
+        .unwrap();
         let shutdown = Shutdown::new();
         tokio::spawn(worker.run(shutdown.clone()));
         self.worker = Some(shutdown);
@@ -207,7 +221,12 @@ impl Env {
     pub async fn ldap_entry(&self, uid: &str) -> Option<SearchEntry> {
         let mut ldap = self.slapd.admin_conn().await.unwrap();
         let (entries, _) = ldap
-            .search(&self.slapd.people_dn(), Scope::Subtree, &format!("(uid={uid})"), vec!["*"])
+            .search(
+                &self.slapd.people_dn(),
+                Scope::Subtree,
+                &format!("(uid={uid})"),
+                vec!["*"],
+            )
             .await
             .unwrap()
             .success()
@@ -256,7 +275,11 @@ impl Env {
     }
 
     pub fn mails_to(&self, to: &str) -> usize {
-        self.smtp.messages().iter().filter(|m| m.recipients.iter().any(|r| r == to)).count()
+        self.smtp
+            .messages()
+            .iter()
+            .filter(|m| m.recipients.iter().any(|r| r == to))
+            .count()
     }
 }
 
@@ -274,9 +297,13 @@ impl Drop for Env {
 pub async fn build_core(config: &Config, secrets: &Secrets) -> Arc<Core> {
     let pool = config.redis.pool().unwrap();
     fred::prelude::ClientLike::init(&pool).await.unwrap();
-    let db = Db::connect(&secrets.database_url, 8, Duration::from_secs(10)).await.unwrap();
+    let db = Db::connect(&secrets.database_url, 8, Duration::from_secs(10))
+        .await
+        .unwrap();
     db.migrate().await.unwrap();
-    Core::with_db(config.clone(), secrets, db, Some(JobQueues::new(pool))).await.unwrap()
+    Core::with_db(config.clone(), secrets, db, Some(JobQueues::new(pool)))
+        .await
+        .unwrap()
 }
 
 /// A small HTTP client with a cookie jar.
@@ -311,7 +338,11 @@ impl Page {
 }
 
 fn html_unescape(s: &str) -> String {
-    s.replace("&#x2f;", "/").replace("&#x3d;", "=").replace("&#x2b;", "+").replace("&amp;", "&").replace("&quot;", "\"")
+    s.replace("&#x2f;", "/")
+        .replace("&#x3d;", "=")
+        .replace("&#x2b;", "+")
+        .replace("&amp;", "&")
+        .replace("&quot;", "\"")
 }
 
 impl WebClient {
@@ -327,13 +358,22 @@ impl WebClient {
     async fn send(&mut self, req: http::request::Builder, body: Bytes) -> Page {
         let mut req = req;
         if !self.cookies.is_empty() {
-            let c = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+            let c = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
             req = req.header("cookie", c);
         }
         if let Some(h) = &self.host {
             req = req.header("host", h.as_str());
         }
-        let resp = self.client.request(req.body(Full::new(body)).unwrap()).await.unwrap();
+        let resp = self
+            .client
+            .request(req.body(Full::new(body)).unwrap())
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         for sc in headers.get_all("set-cookie") {
@@ -346,18 +386,33 @@ impl WebClient {
                 self.cookies.insert(k.to_owned(), v.to_owned());
             }
         }
-        let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
-        Page { status, headers, body }
+        let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes())
+            .into_owned();
+        Page {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
         self.send(http::Request::get(url), Bytes::new()).await
     }
 
     pub async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
         self.send(
             http::Request::post(url).header("content-type", "application/x-www-form-urlencoded"),
             Bytes::from(body),
@@ -371,7 +426,10 @@ impl WebClient {
         let page = self.get(form_path).await;
         assert_eq!(page.status, 200, "{}", page.body);
         let csrf = page.hidden("csrf_token").expect("csrf token");
-        let mut all: Vec<(String, String)> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut all: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         all.push(("csrf_token".into(), csrf));
         if let Some(ch) = page.hidden("challenge") {
             all.push(("challenge".into(), ch));
@@ -387,11 +445,23 @@ impl WebClient {
 pub const GOOD_PASSWORD: &str = "Plenty-of-entropy-42!";
 
 /// Signs up through the web form; returns the response page.
-pub async fn web_signup(c: &mut WebClient, username: &str, uid: &str, email: &str, password: &str) -> Page {
+pub async fn web_signup(
+    c: &mut WebClient,
+    username: &str,
+    uid: &str,
+    email: &str,
+    password: &str,
+) -> Page {
     c.submit(
         "/signup",
         "/signup",
-        &[("username", username), ("shellname", uid), ("email", email), ("password", password), ("password2", password)],
+        &[
+            ("username", username),
+            ("shellname", uid),
+            ("email", email),
+            ("password", password),
+            ("password2", password),
+        ],
     )
     .await
 }

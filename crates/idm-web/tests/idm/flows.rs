@@ -17,12 +17,22 @@ fn attr(e: &ldap3::SearchEntry, name: &str) -> Vec<String> {
 async fn full_flow(backend: Backend) {
     let mut env = Env::start(backend).await;
     let mut c = env.client();
-    let page = web_signup(&mut c, "Alice Example", "alice", "alice@example.org", GOOD_PASSWORD).await;
+    let page = web_signup(
+        &mut c,
+        "Alice Example",
+        "alice",
+        "alice@example.org",
+        GOOD_PASSWORD,
+    )
+    .await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(page.location(), Some("/signup/sent"));
 
     let link = env.activation_link_for("alice@example.org").await;
-    assert!(link.starts_with(&format!("{}/activate/", env.base_url)), "{link}");
+    assert!(
+        link.starts_with(&format!("{}/activate/", env.base_url)),
+        "{link}"
+    );
     let confirm = c.get(&link).await;
     assert_eq!(confirm.status, 200, "{}", confirm.body);
     assert!(confirm.body.contains("alice"));
@@ -30,17 +40,32 @@ async fn full_flow(backend: Backend) {
     // A POST without the CSRF token is refused and changes nothing.
     let refused = c.post(&link, &[]).await;
     assert_eq!(refused.status, 403);
-    assert_eq!(env.core.signups.by_uid("alice").await.unwrap().unwrap().state, "pending");
+    assert_eq!(
+        env.core
+            .signups
+            .by_uid("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "pending"
+    );
 
     let done = c.submit(&link, &link, &[]).await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("being created"));
 
     let signup = env.wait_created("alice").await;
-    assert_eq!(signup.password_hash, None, "the password hash is deleted once the account exists");
+    assert_eq!(
+        signup.password_hash, None,
+        "the password hash is deleted once the account exists"
+    );
     let entry = env.ldap_entry("alice").await.expect("LDAP entry");
     assert_eq!(entry.dn, format!("uid=alice,{}", env.slapd.people_dn()));
-    let classes: HashSet<String> = attr(&entry, "objectClass").into_iter().map(|c| c.to_lowercase()).collect();
+    let classes: HashSet<String> = attr(&entry, "objectClass")
+        .into_iter()
+        .map(|c| c.to_lowercase())
+        .collect();
     for c in ["inetorgperson", "posixaccount", "ldappublickey"] {
         assert!(classes.contains(c), "{classes:?}");
     }
@@ -54,7 +79,10 @@ async fn full_flow(backend: Backend) {
     assert_eq!(attr(&entry, "homeDirectory"), vec!["/home/alice"]);
     assert_eq!(attr(&entry, "loginShell"), vec!["/bin/bash"]);
     assert_eq!(attr(&entry, "mail"), vec!["alice@example.org"]);
-    assert!(env.can_bind(&entry.dn, GOOD_PASSWORD).await, "bind with the chosen password");
+    assert!(
+        env.can_bind(&entry.dn, GOOD_PASSWORD).await,
+        "bind with the chosen password"
+    );
     assert!(!env.can_bind(&entry.dn, "wrong password").await);
 
     // Admins hear about it once.
@@ -68,10 +96,22 @@ async fn full_flow(backend: Backend) {
 
     // Log in (by shell name), see the account page.
     let mut browser = env.client();
-    let login = browser.submit("/login", "/login", &[("login", "alice"), ("password", "nope-nope-nope")]).await;
+    let login = browser
+        .submit(
+            "/login",
+            "/login",
+            &[("login", "alice"), ("password", "nope-nope-nope")],
+        )
+        .await;
     assert_eq!(login.status, 401);
     assert!(login.body.contains("Wrong username or password"));
-    let login = browser.submit("/login", "/login", &[("login", "alice"), ("password", GOOD_PASSWORD)]).await;
+    let login = browser
+        .submit(
+            "/login",
+            "/login",
+            &[("login", "alice"), ("password", GOOD_PASSWORD)],
+        )
+        .await;
     assert_eq!(login.status, 303, "{}", login.body);
     let account = browser.get("/account").await;
     assert_eq!(account.status, 200);
@@ -79,7 +119,13 @@ async fn full_flow(backend: Backend) {
 
     // By display name too.
     let mut other = env.client();
-    let login = other.submit("/login", "/login", &[("login", "Alice Example"), ("password", GOOD_PASSWORD)]).await;
+    let login = other
+        .submit(
+            "/login",
+            "/login",
+            &[("login", "Alice Example"), ("password", GOOD_PASSWORD)],
+        )
+        .await;
     assert_eq!(login.status, 303, "{}", login.body);
 
     // Sessions survive a restart of idm-web.
@@ -100,36 +146,68 @@ on_both_databases!(full_flow);
 async fn tokens_expire_and_tampering_is_refused() {
     let env = Env::start(Backend::Sqlite).await;
     let mut c = env.client();
-    assert_eq!(web_signup(&mut c, "Bob Example", "bob", "bob@example.org", GOOD_PASSWORD).await.status, 303);
+    assert_eq!(
+        web_signup(
+            &mut c,
+            "Bob Example",
+            "bob",
+            "bob@example.org",
+            GOOD_PASSWORD
+        )
+        .await
+        .status,
+        303
+    );
     let link = env.activation_link_for("bob@example.org").await;
     let signup = env.core.signups.by_uid("bob").await.unwrap().unwrap();
 
     // Expired.
-    let expired = env.core.tokens.activation_token(&signup, idm_web::db::now() - 10);
+    let expired = env
+        .core
+        .tokens
+        .activation_token(&signup, idm_web::db::now() - 10);
     let page = c.get(&format!("/activate/{expired}")).await;
     assert_eq!(page.status, 410, "{}", page.body);
     let csrf = c.get("/login").await.hidden("csrf_token").unwrap();
-    assert_eq!(c.post(&format!("/activate/{expired}"), &[("csrf_token", &csrf)]).await.status, 410);
+    assert_eq!(
+        c.post(&format!("/activate/{expired}"), &[("csrf_token", &csrf)])
+            .await
+            .status,
+        410
+    );
 
     // Tampered: another expiry, another id, a changed MAC.
     let token = link.rsplit('/').next().unwrap().to_owned();
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     let later = (parts[1].parse::<i64>().unwrap() + 86_400).to_string();
     let forged_expiry = format!("{}.{}.{}", parts[0], later, parts[2]);
-    assert_eq!(c.get(&format!("/activate/{forged_expiry}")).await.status, 400);
+    assert_eq!(
+        c.get(&format!("/activate/{forged_expiry}")).await.status,
+        400
+    );
     let forged_id = format!("{}.{}.{}", signup.id + 1, parts[1], parts[2]);
     assert_eq!(c.get(&format!("/activate/{forged_id}")).await.status, 400);
     let last = parts[2].pop().unwrap();
     parts[2].push(if last == 'A' { 'B' } else { 'A' });
-    assert_eq!(c.get(&format!("/activate/{}", parts.join("."))).await.status, 400);
+    assert_eq!(
+        c.get(&format!("/activate/{}", parts.join(".")))
+            .await
+            .status,
+        400
+    );
     assert_eq!(c.get("/activate/nonsense").await.status, 400);
 
     // Regenerating invalidates the old link.
     env.core.signups.rotate_nonce(signup.id).await.unwrap();
     assert_eq!(c.get(&link).await.status, 400);
-    let fresh = env.core.activation_link(&env.core.signups.get(signup.id).await.unwrap().unwrap());
+    let fresh = env
+        .core
+        .activation_link(&env.core.signups.get(signup.id).await.unwrap().unwrap());
     assert_eq!(c.get(&fresh).await.status, 200);
-    assert_eq!(env.core.signups.by_uid("bob").await.unwrap().unwrap().state, "pending");
+    assert_eq!(
+        env.core.signups.by_uid("bob").await.unwrap().unwrap().state,
+        "pending"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,17 +215,40 @@ async fn csrf_less_posts_and_unknown_hosts_are_refused() {
     let env = Env::start(Backend::Sqlite).await;
     let mut c = env.client();
     // No cookie at all.
-    let p = c.post("/signup", &[("username", "Carol"), ("shellname", "carol")]).await;
+    let p = c
+        .post("/signup", &[("username", "Carol"), ("shellname", "carol")])
+        .await;
     assert_eq!(p.status, 403);
     // A cookie, but no or a wrong token.
     let _ = c.get("/login").await;
     assert!(c.cookies.contains_key("idm_csrf"));
-    assert_eq!(c.post("/login", &[("login", "x"), ("password", "y")]).await.status, 403);
-    assert_eq!(c.post("/login", &[("login", "x"), ("password", "y"), ("csrf_token", "AAAA")]).await.status, 403);
+    assert_eq!(
+        c.post("/login", &[("login", "x"), ("password", "y")])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        c.post(
+            "/login",
+            &[("login", "x"), ("password", "y"), ("csrf_token", "AAAA")]
+        )
+        .await
+        .status,
+        403
+    );
     // A token from another browser's cookie.
     let mut other = env.client();
     let token = other.get("/login").await.hidden("csrf_token").unwrap();
-    assert_eq!(c.post("/login", &[("login", "x"), ("password", "y"), ("csrf_token", &token)]).await.status, 403);
+    assert_eq!(
+        c.post(
+            "/login",
+            &[("login", "x"), ("password", "y"), ("csrf_token", &token)]
+        )
+        .await
+        .status,
+        403
+    );
     assert!(env.core.signups.by_uid("carol").await.unwrap().is_none());
 
     // Host names not configured are refused.
@@ -158,23 +259,43 @@ async fn csrf_less_posts_and_unknown_hosts_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_host_name_and_secure_cookies() {
-    let mut env = Env::start_with(EnvOptions { worker: false, ..Default::default() }).await;
-    env.config.http.allowed_hosts = vec![format!("127.0.0.1:{}", env.addr.port()), "standby.example".into()];
+    let mut env = Env::start_with(EnvOptions {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    env.config.http.allowed_hosts = vec![
+        format!("127.0.0.1:{}", env.addr.port()),
+        "standby.example".into(),
+    ];
     env.config.http.cookie_secure = true;
     env.restart_web().await;
     let mut c = env.client();
     c.host = Some("standby.example".into());
     let page = c.get("/signup").await;
     assert_eq!(page.status, 200);
-    let cookie = page.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = page
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let mut other = env.client();
     other.host = Some("other.example".into());
     assert_eq!(other.get("/signup").await.status, 421);
 }
 
 async fn confirmed_signups(env: &Env, n: usize) -> Vec<(i64, String)> {
-    let hash = idm_web::passwords::hash_for_directory(GOOD_PASSWORD, env.config.ldap.password_scheme).unwrap();
+    let hash =
+        idm_web::passwords::hash_for_directory(GOOD_PASSWORD, env.config.ldap.password_scheme)
+            .unwrap();
     let mut out = Vec::new();
     for i in 0..n {
         let uid = format!("user{i:03}");
@@ -196,7 +317,11 @@ async fn confirmed_signups(env: &Env, n: usize) -> Vec<(i64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_simultaneous_activations_get_distinct_uid_numbers() {
-    let env = Env::start_with(EnvOptions { admin_recipients: false, ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions {
+        admin_recipients: false,
+        ..Default::default()
+    })
+    .await;
     env.add_ldap_user("preexisting", "Pre Existing", 5003);
     let signups = confirmed_signups(&env, 50).await;
     let tasks: Vec<_> = signups
@@ -231,7 +356,10 @@ async fn account_job_twice_gives_one_entry_and_one_admin_mail() {
     a.unwrap();
     b.unwrap();
     let third = env.core.create_account(id).await.unwrap();
-    assert_eq!(third, idm_web::services::account::AccountOutcome::AlreadyExisted);
+    assert_eq!(
+        third,
+        idm_web::services::account::AccountOutcome::AlreadyExisted
+    );
     assert!(env.ldap_entry("user000").await.is_some());
     env.smtp.wait_for(1, Duration::from_secs(20)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -22,8 +22,16 @@ struct Seen {
     queries: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-async fn api(State(seen): State<Seen>, headers: HeaderMap, Query(q): Query<Vec<(String, String)>>) -> impl IntoResponse {
-    let ua = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+async fn api(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let ua = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     seen.queries.lock().unwrap().push(("user-agent".into(), ua));
     seen.queries.lock().unwrap().extend(q);
     ([("content-type", "application/json")], PARSE_RESPONSE)
@@ -46,46 +54,91 @@ async fn wiki_server() -> (SocketAddr, Seen) {
 }
 
 async fn blocklist_sync(backend: Backend) {
-    let env = Env::start_with(EnvOptions { backend, worker: false, ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions {
+        backend,
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let (addr, seen) = wiki_server().await;
     let mut settings = env.config.blocklist.clone();
     settings.sources = vec![
-        BlocklistSource { name: "meta".into(), api_url: format!("http://{addr}/w/api.php") },
-        BlocklistSource { name: "wikitech".into(), api_url: format!("http://{addr}/broken/api.php") },
+        BlocklistSource {
+            name: "meta".into(),
+            api_url: format!("http://{addr}/w/api.php"),
+        },
+        BlocklistSource {
+            name: "wikitech".into(),
+            api_url: format!("http://{addr}/broken/api.php"),
+        },
     ];
     let store = &env.core.blocklist_store;
     let old = now() - 8 * 86_400;
     // An entry meta no longer lists (stale), and one of wikitech (whose fetch will fail).
-    store.upsert("meta", &[("Gone.*".into(), String::new(), false)], old).await.unwrap();
-    store.upsert("wikitech", &[("Keep.*".into(), String::new(), false)], old).await.unwrap();
+    store
+        .upsert("meta", &[("Gone.*".into(), String::new(), false)], old)
+        .await
+        .unwrap();
+    store
+        .upsert("wikitech", &[("Keep.*".into(), String::new(), false)], old)
+        .await
+        .unwrap();
 
     // --check: reports, stores and drops nothing.
     let report = blocklist::sync(&settings, store, true).await.unwrap();
     assert_eq!(report.sources[0], ("meta".to_owned(), Ok(6)));
     assert!(report.sources[1].1.is_err());
-    assert_eq!(report.dropped, vec![("meta".to_owned(), "Gone.*".to_owned())]);
+    assert_eq!(
+        report.dropped,
+        vec![("meta".to_owned(), "Gone.*".to_owned())]
+    );
     assert_eq!(store.all().await.unwrap().len(), 2);
 
     let report = blocklist::sync(&settings, store, false).await.unwrap();
     assert_eq!(report.dropped.len(), 1);
     let all = store.all().await.unwrap();
-    let patterns: Vec<(&str, &str)> = all.iter().map(|e| (e.origin.as_str(), e.pattern.as_str())).collect();
-    assert!(patterns.contains(&("wikitech", "Keep.*")), "a failed fetch changes nothing: {patterns:?}");
+    let patterns: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| (e.origin.as_str(), e.pattern.as_str()))
+        .collect();
+    assert!(
+        patterns.contains(&("wikitech", "Keep.*")),
+        "a failed fetch changes nothing: {patterns:?}"
+    );
     assert!(!patterns.iter().any(|p| p.1 == "Gone.*"));
     assert!(patterns.contains(&("meta", ".*badword.*")));
-    assert!(patterns.contains(&("meta", r".*\&amp;.*")), "entities are decoded once: {patterns:?}");
+    assert!(
+        patterns.contains(&("meta", r".*\&amp;.*")),
+        "entities are decoded once: {patterns:?}"
+    );
     assert!(patterns.contains(&("meta", "Spam.*bot")));
     let root = all.iter().find(|e| e.pattern == "Root[0-9]*").unwrap();
     assert_eq!(root.case_sensitive, 1);
     assert_eq!(root.options, "casesensitive|newaccountonly");
-    assert!(all.iter().filter(|e| e.origin == "meta").all(|e| e.last_seen >= now() - 60));
+    assert!(
+        all.iter()
+            .filter(|e| e.origin == "meta")
+            .all(|e| e.last_seen >= now() - 60)
+    );
 
     // The request was what MediaWiki expects, with a User-Agent.
     let q = seen.queries.lock().unwrap().clone();
-    for pair in [("action", "parse"), ("page", "MediaWiki:Titleblacklist"), ("prop", "text"), ("format", "json"), ("formatversion", "2")] {
-        assert!(q.contains(&(pair.0.to_owned(), pair.1.to_owned())), "{pair:?} in {q:?}");
+    for pair in [
+        ("action", "parse"),
+        ("page", "MediaWiki:Titleblacklist"),
+        ("prop", "text"),
+        ("format", "json"),
+        ("formatversion", "2"),
+    ] {
+        assert!(
+            q.contains(&(pair.0.to_owned(), pair.1.to_owned())),
+            "{pair:?} in {q:?}"
+        );
     }
-    assert!(q.iter().any(|(k, v)| k == "user-agent" && v.starts_with("forge-idm-web/")));
+    assert!(
+        q.iter()
+            .any(|(k, v)| k == "user-agent" && v.starts_with("forge-idm-web/"))
+    );
 
     // Matching as MediaWiki: anchored, case-insensitive unless casesensitive; moveonly ignored.
     env.core.reload_blocklist().await.unwrap();
@@ -105,14 +158,26 @@ async fn blocklist_sync(backend: Backend) {
     slow.sources[0].api_url = format!("http://{silent}/w/api.php");
     let before = store.all().await.unwrap().len();
     let report = blocklist::sync(&slow, store, false).await.unwrap();
-    assert!(report.sources[0].1.as_ref().unwrap_err().contains("timed out"), "{report:?}");
+    assert!(
+        report.sources[0]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("timed out"),
+        "{report:?}"
+    );
     assert_eq!(store.all().await.unwrap().len(), before);
     drop(listener);
 }
 on_both_databases!(blocklist_sync);
 
 async fn signup_expiry(backend: Backend) {
-    let env = Env::start_with(EnvOptions { backend, worker: false, ..Default::default() }).await;
+    let env = Env::start_with(EnvOptions {
+        backend,
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let store = &env.core.signups;
     let mk = |uid: &str| idm_web::store::NewSignup {
         username: format!("User {uid}"),
@@ -128,14 +193,23 @@ async fn signup_expiry(backend: Backend) {
     for s in [&old_pending, &old_confirmed, &old_created] {
         store.set_created_at(s.id, six_days_ago).await.unwrap();
     }
-    store.set_created_at(new_pending.id, now() - 4 * 86_400).await.unwrap();
+    store
+        .set_created_at(new_pending.id, now() - 4 * 86_400)
+        .await
+        .unwrap();
     assert!(store.confirm(old_confirmed.id).await.unwrap());
     assert!(store.confirm(old_created.id).await.unwrap());
     store.mark_created(old_created.id, 5000).await.unwrap();
 
     let would = env.core.expire_signups(5, true).await.unwrap();
-    assert_eq!(would.iter().map(|s| s.uid.as_str()).collect::<Vec<_>>(), vec!["oldpending"]);
-    assert!(store.get(old_pending.id).await.unwrap().is_some(), "--check deletes nothing");
+    assert_eq!(
+        would.iter().map(|s| s.uid.as_str()).collect::<Vec<_>>(),
+        vec!["oldpending"]
+    );
+    assert!(
+        store.get(old_pending.id).await.unwrap().is_some(),
+        "--check deletes nothing"
+    );
 
     let deleted = env.core.expire_signups(5, false).await.unwrap();
     assert_eq!(deleted.len(), 1);
@@ -144,7 +218,13 @@ async fn signup_expiry(backend: Backend) {
         assert!(store.get(s.id).await.unwrap().is_some(), "{} kept", s.uid);
     }
     // The name is free again.
-    assert_eq!(store.names_held("User oldpending", "oldpending").await.unwrap(), (false, false));
+    assert_eq!(
+        store
+            .names_held("User oldpending", "oldpending")
+            .await
+            .unwrap(),
+        (false, false)
+    );
     // With a shorter age, the 4-day-old one goes too.
     assert_eq!(env.core.expire_signups(3, false).await.unwrap().len(), 1);
     assert!(store.get(new_pending.id).await.unwrap().is_none());
