@@ -400,7 +400,7 @@ impl Config {
     /// file:line of the offending key.
     pub fn validate(loaded: &Loaded<Config>) -> Result<Secrets, forge_core::ConfigError> {
         let c = &loaded.config;
-                let database_url = match &c.database.url_file {
+        let database_url = match &c.database.url_file {
             Some(p) => read_secret(p).map_err(|e| loaded.invalid("database.url_file", e))?,
             None => c.database.url.clone(),
         };
@@ -428,7 +428,7 @@ impl Config {
                 "the token key must be set and at least 32 characters long (e.g. `openssl rand -hex 32`)",
             ));
         }
-                let base = url::Url::parse(&c.http.public_base_url)
+        let base = url::Url::parse(&c.http.public_base_url)
             .map_err(|e| loaded.invalid("http.public_base_url", format!("not a URL: {e}")))?;
         if base.host_str().is_none() || !matches!(base.scheme(), "http" | "https") {
             return Err(loaded.invalid("http.public_base_url", "expected http(s)://host[:port]"));

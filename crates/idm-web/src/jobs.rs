@@ -123,3 +123,38 @@ pub fn register(registry: &mut HandlerRegistry, core: Arc<Core>) {
         }
     });
 }
+
+/// Why the job handlers could not be set up from idm-web's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum JobSetupError {
+    /// The configuration file is invalid (with file:line).
+    #[error(transparent)]
+    Config(#[from] forge_core::ConfigError),
+    /// Redis settings are invalid or Redis cannot be reached.
+    #[error("idm-web job queues: {0}")]
+    Redis(String),
+    /// Database, directory or mail setup failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// Builds the [`Core`] the job handlers run against from idm-web's own
+/// configuration file (the `rq-worker` daemon's `[idm] config = …`): its
+/// database (migrated), LDAP, mail and token settings, and its Redis for the
+/// follow-up jobs the handlers enqueue. Environment overrides
+/// `FORGE_IDM_…` apply as for idm-web itself.
+pub async fn load_core(config_file: &std::path::Path) -> Result<Arc<Core>, JobSetupError> {
+    let loaded =
+        forge_core::ConfigSource::new(Some(config_file.to_owned()), crate::config::ENV_PREFIX)
+            .load::<crate::Config>()?;
+    let secrets = crate::Config::validate(&loaded)?;
+    let pool = loaded
+        .config
+        .redis
+        .pool()
+        .map_err(|e| JobSetupError::Redis(e.to_string()))?;
+    fred::prelude::ClientLike::init(&pool)
+        .await
+        .map_err(|e| JobSetupError::Redis(e.to_string()))?;
+    Ok(Core::build(loaded.config, &secrets, Some(JobQueues::new(pool))).await?)
+}
