@@ -31,6 +31,18 @@ pub enum RqError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Fewer replicas than required acknowledged the write in time
+    /// ([`crate::Queue::with_min_replicas`]); the master has it, but a
+    /// failover now could lose it.
+    #[error("not replicated: {acked} of {wanted} replicas acknowledged within {timeout_ms} ms")]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: i64,
+        /// Replicas required.
+        wanted: u32,
+        /// How long we waited, ms.
+        timeout_ms: u64,
+    },
     /// A Lua script answered something unexpected.
     #[error("unexpected reply from {script}: {reason}")]
     Protocol {

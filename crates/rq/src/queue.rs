@@ -45,6 +45,9 @@ pub struct Queue {
     name: String,
     /// Key spelling.
     keys: Keys,
+    /// Replicas that must acknowledge an enqueue (`WAIT`) and for how long
+    /// to wait; `None`: the master's confirmation is enough.
+    min_replicas: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -65,7 +68,17 @@ impl Queue {
             pool,
             name: name.to_owned(),
             keys,
+            min_replicas: None,
         }
+    }
+
+    /// Makes every enqueue durable: it succeeds only once `replicas`
+    /// replicas have it (`WAIT replicas timeout` on the connection that
+    /// wrote), else it fails with [`RqError::NotReplicated`] — the job is on
+    /// the master, but the caller is not told a false "ok". 0 turns it off.
+    pub fn with_min_replicas(mut self, replicas: u32, timeout: Duration) -> Queue {
+        self.min_replicas = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// The queue's name.
@@ -217,7 +230,15 @@ impl Queue {
             self.keys.registry(Registry::Scheduled, &self.name),
             self.keys.registry(Registry::Deferred, &self.name),
         ];
-        let placed: i64 = scripts::ENQUEUE.run(&self.pool, keys, args).await?;
+        let placed: i64 = match self.min_replicas {
+            None => scripts::ENQUEUE.run(&self.pool, keys, args).await?,
+            Some((wanted, timeout)) => {
+                let client = self.pool.next();
+                let placed = scripts::ENQUEUE.run_on(client, keys, args).await?;
+                wait_replicas(client, wanted, timeout).await?;
+                placed
+            }
+        };
         let placement = match placed {
             0 => return Err(RqError::DuplicateJob(id)),
             1 => Placement::Queued,
@@ -345,6 +366,28 @@ impl Queue {
             .await?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
+}
+
+/// `WAIT wanted timeout` on `client`; an error when fewer acknowledged.
+async fn wait_replicas(client: &Client, wanted: u32, timeout: Duration) -> Result<(), RqError> {
+    let timeout_ms = timeout.as_millis() as u64;
+    // WAIT blocks server-side up to timeout_ms: allow that on top of the
+    // client's command timeout.
+    let acked: i64 = client
+        .with_options(&fred::types::config::Options {
+            timeout: Some(timeout + Duration::from_secs(2)),
+            ..Default::default()
+        })
+        .wait(i64::from(wanted), timeout_ms as i64)
+        .await?;
+    if acked < i64::from(wanted) {
+        return Err(RqError::NotReplicated {
+            acked,
+            wanted,
+            timeout_ms,
+        });
+    }
+    Ok(())
 }
 
 /// Reads the job `id`.

@@ -74,6 +74,37 @@ impl LuaScript {
     }
 }
 
+impl LuaScript {
+    /// Runs the script on one connection (so a `WAIT` sent after it on the
+    /// same connection covers its writes).
+    pub async fn run_on<R: FromValue>(
+        &self,
+        client: &Client,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, RqError> {
+        let sha = match self.sha.get() {
+            Some(s) => s.clone(),
+            None => {
+                let sha: String = client.script_load(self.source).await?;
+                let _ = self.sha.set(sha.clone());
+                sha
+            }
+        };
+        let keys: MultipleKeys = keys.into();
+        match client
+            .evalsha::<R, _, _, _>(sha, keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().contains("NOSCRIPT") => {
+                let sha: String = client.script_load(self.source).await?;
+                Ok(client.evalsha(sha, keys, args).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+}
+
 /// See the module docs.
 pub static ENQUEUE: LuaScript = LuaScript::new("enqueue", include_str!("lua/enqueue.lua"));
 /// See the module docs.
