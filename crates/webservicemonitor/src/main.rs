@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::Parser;
-use fred::prelude::ClientLike;
 use forge_core::cli::CommonArgs;
 use forge_core::lifecycle::{self, systemd};
 use forge_core::{ConfigSource, Loaded, ReloadSignal, Reloadable, Shutdown, StatusBoard};
+use fred::prelude::ClientLike;
 use webservicemonitor::{MonitorConfig, RunOptions, Store};
 
 /// Keeps tools' web services running.
@@ -87,10 +87,12 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     board.set_log_control(log.clone());
 
     let redis = config.redis.client().context("Redis client")?;
-    redis
-        .init()
-        .await
-        .map_err(|e| anyhow!("cannot connect to Redis at {}: {e}", config.redis.describe()))?;
+    redis.init().await.map_err(|e| {
+        anyhow!(
+            "cannot connect to Redis at {}: {e}",
+            config.redis.describe()
+        )
+    })?;
     let store = Store::new(redis);
 
     let shutdown = Shutdown::new();
@@ -114,17 +116,25 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         let reload_args = ArgsForReload::from(&args);
         let board_for_reload = Arc::clone(&board);
         let log_for_reload = log.clone();
-        live.spawn_reloader("configuration", files, reload, shutdown.clone(), move || {
-            let loaded = reload_args.load()?;
-            board_for_reload.set_generation(&loaded.generation);
-            if let Err(e) = log_for_reload.set_filter(&loaded.config.log.filter) {
-                tracing::warn!(error = %e, "log filter not changed");
-            }
-            Ok::<_, anyhow::Error>(loaded.config)
-        });
+        live.spawn_reloader(
+            "configuration",
+            files,
+            reload,
+            shutdown.clone(),
+            move || {
+                let loaded = reload_args.load()?;
+                board_for_reload.set_generation(&loaded.generation);
+                if let Err(e) = log_for_reload.set_filter(&loaded.config.log.filter) {
+                    tracing::warn!(error = %e, "log filter not changed");
+                }
+                Ok::<_, anyhow::Error>(loaded.config)
+            },
+        );
         systemd::ready();
         let b = Arc::clone(&board);
-        systemd::spawn_watchdog(shutdown.clone(), move || b.overall() != forge_core::CheckState::Failing);
+        systemd::spawn_watchdog(shutdown.clone(), move || {
+            b.overall() != forge_core::CheckState::Failing
+        });
         tracing::info!(
             interval = config.pass.interval_secs,
             root = %config.tools.root.display(),

@@ -25,8 +25,7 @@ use serde_norway::{Mapping, Value};
 pub const MANIFEST_VERSION: u64 = 3;
 
 /// The comment at the top of every manifest `webservice` writes (today's).
-pub const MANIFEST_HEADER: &str =
-    "# This file is used by toollabs infrastructure.\n# Please do not edit manually at this time.\n";
+pub const MANIFEST_HEADER: &str = "# This file is used by toollabs infrastructure.\n# Please do not edit manually at this time.\n";
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +138,10 @@ impl Manifest {
 
     /// The web service type, when the tool wants one.
     pub fn web(&self) -> Option<String> {
-        self.checked_str("web").ok().flatten().filter(|s| !s.is_empty())
+        self.checked_str("web")
+            .ok()
+            .flatten()
+            .filter(|s| !s.is_empty())
     }
 
     /// The backend named by the manifest, if any.
@@ -164,8 +166,10 @@ impl Manifest {
 
     /// Sets a string key.
     pub fn set(&mut self, key: &str, value: &str) {
-        self.doc
-            .insert(Value::String(key.to_owned()), Value::String(value.to_owned()));
+        self.doc.insert(
+            Value::String(key.to_owned()),
+            Value::String(value.to_owned()),
+        );
     }
 
     /// Sets `web::extra_args` (removed when empty).
@@ -198,7 +202,10 @@ impl Manifest {
     pub fn render(&self) -> String {
         let mut doc = self.doc.clone();
         if !doc.contains_key("version") {
-            doc.insert(Value::String("version".into()), Value::from(MANIFEST_VERSION));
+            doc.insert(
+                Value::String("version".into()),
+                Value::from(MANIFEST_VERSION),
+            );
         }
         let mut entries: Vec<(Value, Value)> = doc.into_iter().collect();
         entries.sort_by_key(|(k, _)| sort_key(k));
@@ -228,7 +235,10 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn one_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Reads a manifest written by a tool, trusting it only if `expected_uid`

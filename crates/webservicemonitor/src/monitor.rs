@@ -172,7 +172,11 @@ pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into());
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 fn now_ms() -> u64 {
@@ -338,7 +342,7 @@ impl Monitor {
             .manifest
             .backend()
             .unwrap_or_else(|| cfg.pass.default_backend.clone());
-        if !cfg.pass.backends.iter().any(|b| *b == backend) {
+        if !cfg.pass.backends.contains(&backend) {
             return decision(
                 Action::Skipped,
                 format!("backend {backend} is not handled by this monitor"),
@@ -384,7 +388,9 @@ impl Monitor {
                 Err(e) => return decision(Action::Error, e),
             }
         };
-        let mut d = self.restart(&c, &web, &backend, reason, dry_run, deadline).await;
+        let mut d = self
+            .restart(&c, &web, &backend, reason, dry_run, deadline)
+            .await;
         d.routes_removed = routes_removed;
         d
     }
@@ -405,7 +411,8 @@ impl Monitor {
             match self.store.remove_route_if(tool, &pattern, &backend).await {
                 Ok(true) => {
                     removed += 1;
-                    metrics::counter!("forge_webservicemonitor_stale_routes_removed_total").increment(1);
+                    metrics::counter!("forge_webservicemonitor_stale_routes_removed_total")
+                        .increment(1);
                     tracing::info!(%tool, %pattern, %backend, "stale registration removed");
                 }
                 Ok(false) => {}
@@ -510,11 +517,22 @@ impl Monitor {
         let window_ms = cfg.throttle.window_secs.saturating_mul(1000);
         let verdict = match self
             .store
-            .throttle(tool, now_ms(), cfg.throttle.max_restarts, window_ms, !dry_run)
+            .throttle(
+                tool,
+                now_ms(),
+                cfg.throttle.max_restarts,
+                window_ms,
+                !dry_run,
+            )
             .await
         {
             Ok(v) => v,
-            Err(e) => return mk(Action::Error, format!("{reason}; Redis: throttle check failed: {e}")),
+            Err(e) => {
+                return mk(
+                    Action::Error,
+                    format!("{reason}; Redis: throttle check failed: {e}"),
+                );
+            }
         };
         if let ThrottleVerdict::Throttled { .. } = verdict {
             let msg = format!(
@@ -534,7 +552,9 @@ impl Monitor {
         if Instant::now() >= deadline {
             return mk(
                 Action::Error,
-                format!("{reason}; the lease may have expired during this pass, so nothing was done"),
+                format!(
+                    "{reason}; the lease may have expired during this pass, so nothing was done"
+                ),
             );
         }
         let user = tool.unix_user(&cfg.tools.project);
@@ -557,7 +577,10 @@ impl Monitor {
             Ok(a) => a,
             Err(e) => {
                 metrics::counter!("forge_webservicemonitor_restarts_failed_total").increment(1);
-                return mk(Action::RestartFailed, format!("{reason}; restart command: {e}"));
+                return mk(
+                    Action::RestartFailed,
+                    format!("{reason}; restart command: {e}"),
+                );
             }
         };
         let timeout = Duration::from_secs(cfg.restart.timeout_secs.max(1));
@@ -572,7 +595,10 @@ impl Monitor {
                 metrics::counter!("forge_webservicemonitor_restarts_failed_total").increment(1);
                 tracing::warn!(%tool, error = %e, "restart failed");
                 self.service_log(c, &format!("restart failed: {e}"));
-                mk(Action::RestartFailed, format!("{reason}; restart failed: {e}"))
+                mk(
+                    Action::RestartFailed,
+                    format!("{reason}; restart failed: {e}"),
+                )
             }
         }
     }
@@ -642,7 +668,8 @@ fn check_one(
     home: &Path,
     path: &Path,
 ) -> Result<Option<Collected>, String> {
-    let tool = ToolName::parse(name).map_err(|e| format!("directory name is not a tool name: {e}"))?;
+    let tool =
+        ToolName::parse(name).map_err(|e| format!("directory name is not a tool name: {e}"))?;
     if tool.as_str() != name {
         return Err("directory name is not a tool name: must be lower-case".into());
     }
@@ -689,7 +716,11 @@ fn record(board: &StatusBoard, report: &PassReport, interval_secs: u64) {
     board.set_field("active", report.active);
     board.set_field("interval_secs", interval_secs);
     if !report.active {
-        board.set_check("pass", CheckState::Ok, "standby: another monitor holds the lease");
+        board.set_check(
+            "pass",
+            CheckState::Ok,
+            "standby: another monitor holds the lease",
+        );
         tracing::debug!("standby: another monitor holds the lease");
         return;
     }
@@ -698,7 +729,11 @@ fn record(board: &StatusBoard, report: &PassReport, interval_secs: u64) {
     match &report.error {
         Some(e) => {
             metrics::counter!("forge_webservicemonitor_pass_errors_total").increment(1);
-            board.set_check("pass", CheckState::Degraded, format!("last pass at {now} failed: {e}"));
+            board.set_check(
+                "pass",
+                CheckState::Degraded,
+                format!("last pass at {now} failed: {e}"),
+            );
             tracing::error!(error = %e, "pass failed; no restarts were made");
         }
         None => {
@@ -744,8 +779,13 @@ pub async fn run(
             _ = shutdown.triggered() => break,
         }
         let cfg = config.get();
-        let monitor = Monitor::new(Arc::clone(&cfg), store.clone(), http.clone(), holder.clone())
-            .verbose(options.dry_run);
+        let monitor = Monitor::new(
+            Arc::clone(&cfg),
+            store.clone(),
+            http.clone(),
+            holder.clone(),
+        )
+        .verbose(options.dry_run);
         let dry_run = options.dry_run;
         let pass = tokio::spawn(async move { monitor.pass(dry_run).await });
         let report = tokio::select! {
@@ -759,7 +799,11 @@ pub async fn run(
             }
             Err(e) => {
                 metrics::counter!("forge_webservicemonitor_pass_errors_total").increment(1);
-                board.set_check("pass", CheckState::Degraded, format!("last pass crashed: {e}"));
+                board.set_check(
+                    "pass",
+                    CheckState::Degraded,
+                    format!("last pass crashed: {e}"),
+                );
                 tracing::error!(error = %e, "pass crashed; the monitor continues");
                 last = PassReport {
                     active: true,

@@ -86,12 +86,21 @@ impl HttpClient {
     }
 
     async fn get(&self, url: &str, limit: usize) -> Result<(u16, Bytes), String> {
-        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
         let req = http::Request::get(uri)
-            .header(http::header::USER_AGENT, concat!("webservicemonitor/", env!("CARGO_PKG_VERSION")))
+            .header(
+                http::header::USER_AGENT,
+                concat!("webservicemonitor/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| error_chain(&e))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| error_chain(&e))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), limit)
             .collect()
@@ -129,12 +138,15 @@ impl HttpClient {
                 status,
             });
         }
-        let doc: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&body).map_err(|e| ListError::Body {
+        let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| ListError::Body {
                 url: url.to_owned(),
                 reason: e.to_string(),
             })?;
-        Ok(doc.into_iter().map(|(k, _)| k.to_ascii_lowercase()).collect())
+        Ok(doc
+            .into_iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .collect())
     }
 
     /// Whether `backend` answers, by the configured probe. `Ok(())` when
@@ -148,7 +160,9 @@ impl HttpClient {
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(format!("TCP connect to {addr}: {e}")),
-                    Err(_) => Err(format!("TCP connect to {addr}: no answer within {timeout:?}")),
+                    Err(_) => Err(format!(
+                        "TCP connect to {addr}: no answer within {timeout:?}"
+                    )),
                 }
             }
             ProbeKind::Http => {

@@ -97,7 +97,10 @@ impl Job {
     pub fn is_running(&self) -> bool {
         !self.is_error()
             && !self.state.contains('d')
-            && self.state.chars().any(|c| matches!(c, 'r' | 's' | 'w' | 'h'))
+            && self
+                .state
+                .chars()
+                .any(|c| matches!(c, 'r' | 's' | 'w' | 'h'))
     }
 }
 
@@ -198,7 +201,8 @@ pub trait Scheduler: Send + Sync + std::fmt::Debug {
     /// Submits a web service job.
     fn submit<'a>(&'a self, req: &'a SubmitRequest) -> BoxFuture<'a, Result<(), SchedulerError>>;
     /// Stops a job owned by `user`.
-    fn stop<'a>(&'a self, job: &'a Job, user: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>>;
+    fn stop<'a>(&'a self, job: &'a Job, user: &'a str)
+    -> BoxFuture<'a, Result<(), SchedulerError>>;
 }
 
 /// Shared plumbing of the command-driven backends.
@@ -243,7 +247,11 @@ impl Commands {
 }
 
 /// Runs `argv` without a shell; returns its standard output (at most `max` bytes).
-pub async fn run(argv: &[String], timeout: Duration, max: usize) -> Result<Vec<u8>, SchedulerError> {
+pub async fn run(
+    argv: &[String],
+    timeout: Duration,
+    max: usize,
+) -> Result<Vec<u8>, SchedulerError> {
     let program = argv.first().cloned().unwrap_or_default();
     let mut child = tokio::process::Command::new(&program)
         .args(&argv[1.min(argv.len())..])
@@ -290,7 +298,10 @@ pub async fn run(argv: &[String], timeout: Duration, max: usize) -> Result<Vec<u
         reason: e.to_string(),
     })?;
     if out.len() > max {
-        return Err(SchedulerError::TooMuchOutput { program, limit: max });
+        return Err(SchedulerError::TooMuchOutput {
+            program,
+            limit: max,
+        });
     }
     if !status.success() {
         return Err(SchedulerError::Failed {
@@ -350,7 +361,11 @@ impl Scheduler for GridEngine {
         Box::pin(self.commands.submit(req))
     }
 
-    fn stop<'a>(&'a self, job: &'a Job, user: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
+    fn stop<'a>(
+        &'a self,
+        job: &'a Job,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.commands.stop(job, user))
     }
 }
@@ -393,7 +408,11 @@ impl Scheduler for CommandScheduler {
         Box::pin(self.commands.submit(req))
     }
 
-    fn stop<'a>(&'a self, job: &'a Job, user: &'a str) -> BoxFuture<'a, Result<(), SchedulerError>> {
+    fn stop<'a>(
+        &'a self,
+        job: &'a Job,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<(), SchedulerError>> {
         Box::pin(self.commands.stop(job, user))
     }
 }
@@ -434,6 +453,7 @@ pub fn parse_qstat_xml(text: &str) -> Result<Vec<Job>, SchedulerError> {
     let mut current: Option<Job> = None;
     let mut field: Option<Field> = None;
     let mut saw_root = false;
+    let mut depth = 0usize;
     loop {
         let event = reader.read_event().map_err(|e| {
             SchedulerError::Parse(format!(
@@ -444,6 +464,7 @@ pub fn parse_qstat_xml(text: &str) -> Result<Vec<Job>, SchedulerError> {
         match event {
             Event::Start(e) => {
                 saw_root = true;
+                depth += 1;
                 match e.name().as_ref() {
                     b"job_list" => current = Some(Job::default()),
                     b"JB_job_number" => field = Some(Field::Id),
@@ -486,16 +507,17 @@ pub fn parse_qstat_xml(text: &str) -> Result<Vec<Job>, SchedulerError> {
                 }
             }
             Event::End(e) => {
-                if e.name().as_ref() == b"job_list" {
-                    if let Some(job) = current.take() {
-                        if job.name.is_empty() {
-                            return Err(SchedulerError::Parse(format!(
-                                "qstat XML: job {:?} has no JB_name",
-                                job.id
-                            )));
-                        }
-                        jobs.push(job);
+                depth = depth.saturating_sub(1);
+                if e.name().as_ref() == b"job_list"
+                    && let Some(job) = current.take()
+                {
+                    if job.name.is_empty() {
+                        return Err(SchedulerError::Parse(format!(
+                            "qstat XML: job {:?} has no JB_name",
+                            job.id
+                        )));
                     }
+                    jobs.push(job);
                 }
                 field = None;
             }
@@ -505,6 +527,12 @@ pub fn parse_qstat_xml(text: &str) -> Result<Vec<Job>, SchedulerError> {
     }
     if !saw_root {
         return Err(SchedulerError::Parse("qstat printed no XML".into()));
+    }
+    if depth != 0 {
+        // A qstat killed mid-output must never look like "fewer jobs".
+        return Err(SchedulerError::Parse(format!(
+            "qstat XML is truncated ({depth} elements left open)"
+        )));
     }
     Ok(jobs)
 }
@@ -578,7 +606,10 @@ mod tests {
         assert!(jobs[0].is_running());
         assert_eq!(jobs[1].name, "uwsgi-python-b&c");
         assert!(!jobs[1].is_running(), "being deleted");
-        assert!(jobs[2].is_error() && !jobs[2].is_running(), "Eqw is not running");
+        assert!(
+            jobs[2].is_error() && !jobs[2].is_running(),
+            "Eqw is not running"
+        );
         assert!(jobs[3].is_running(), "queued counts as running, as today");
         let t = JobTable::new(jobs);
         assert_eq!(t.find("lighttpd-alpha", "tools.alpha").count(), 1);
@@ -588,6 +619,11 @@ mod tests {
     #[test]
     fn broken_xml_is_an_error() {
         assert!(parse_qstat_xml("<job_info><job_list></job_info>").is_err());
+        let cut = &QSTAT_SAMPLE[..QSTAT_SAMPLE
+            .find("<job_info>\n    <job_list state=\"pending\">")
+            .unwrap()];
+        let e = parse_qstat_xml(cut).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
         assert!(parse_qstat_xml("").is_err());
         assert!(parse_qstat_xml("error: commlib error").is_err());
         assert!(parse_qstat_xml("<job_info/>").unwrap().is_empty());
@@ -595,8 +631,10 @@ mod tests {
 
     #[test]
     fn parses_json_jobs() {
-        let j = parse_json_jobs(br#"[{"id": 1, "name": "lighttpd-a", "owner": "tools.a", "state": "r"}]"#)
-            .unwrap();
+        let j = parse_json_jobs(
+            br#"[{"id": 1, "name": "lighttpd-a", "owner": "tools.a", "state": "r"}]"#,
+        )
+        .unwrap();
         assert_eq!(j[0].id, "1");
         let j = parse_json_jobs(br#"{"jobs": []}"#).unwrap();
         assert!(j.is_empty());

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 
-use fred::prelude::*;
 use forge_core::{RedisKey, ToolName};
+use fred::prelude::*;
 
 /// Take or renew the lease: ARGV = holder, ttl ms. Returns 1 when held.
 const LEASE_SCRIPT: &str = r#"
@@ -110,11 +110,20 @@ impl Store {
     }
 
     /// Takes the lease `name` for `holder`, or renews it. True when held.
-    pub async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool, Error> {
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, Error> {
         let key = RedisKey::Lease(name.to_owned()).to_key();
         let held: i64 = self
             .redis
-            .eval(LEASE_SCRIPT, vec![key], vec![holder.to_owned(), ttl_ms.to_string()])
+            .eval(
+                LEASE_SCRIPT,
+                vec![key],
+                vec![holder.to_owned(), ttl_ms.to_string()],
+            )
             .await?;
         Ok(held == 1)
     }
@@ -131,7 +140,9 @@ impl Store {
 
     /// Who holds the lease.
     pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, Error> {
-        self.redis.get(RedisKey::Lease(name.to_owned()).to_key()).await
+        self.redis
+            .get(RedisKey::Lease(name.to_owned()).to_key())
+            .await
     }
 
     /// Checks the throttle for `tool` and, when `record`, counts an attempt.
@@ -197,7 +208,9 @@ impl Store {
 
     /// The tool's registered routes: pattern → backend URL.
     pub async fn routes(&self, tool: &ToolName) -> Result<HashMap<String, String>, Error> {
-        self.redis.hgetall(RedisKey::Prefix(tool.clone()).to_key()).await
+        self.redis
+            .hgetall(RedisKey::Prefix(tool.clone()).to_key())
+            .await
     }
 
     /// Removes route `pattern` of `tool` only if it still points at `backend`.

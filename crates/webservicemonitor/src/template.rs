@@ -143,9 +143,15 @@ mod tests {
     #[test]
     fn renders_in_place_and_expands_lists() {
         let t = ArgvTemplate::new(
-            ["run", "--release={release}", "-N", "{job_name}", "{extra_args}"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "run",
+                "--release={release}",
+                "-N",
+                "{job_name}",
+                "{extra_args}",
+            ]
+            .map(String::from)
+            .to_vec(),
         );
         t.check(SUBMIT_VARS).unwrap();
         let mut v = Vars::new();
@@ -163,8 +169,14 @@ mod tests {
     #[test]
     fn refuses_unknown_and_unclosed() {
         let t = ArgvTemplate::new(vec!["{tool".into()]);
-        assert!(matches!(t.check(STOP_VARS), Err(TemplateError::Unclosed(_))));
+        assert!(matches!(
+            t.check(STOP_VARS),
+            Err(TemplateError::Unclosed(_))
+        ));
         let t = ArgvTemplate::new(vec!["{home}".into()]);
-        assert!(matches!(t.check(STOP_VARS), Err(TemplateError::Unknown(..))));
+        assert!(matches!(
+            t.check(STOP_VARS),
+            Err(TemplateError::Unknown(..))
+        ));
     }
 }

@@ -101,7 +101,9 @@ pub enum WebserviceError {
     #[error("{0}")]
     Conflict(String),
     /// The old job didn't go away in time.
-    #[error("job {name} is still listed by the scheduler after {secs} s; not submitting a second one")]
+    #[error(
+        "job {name} is still listed by the scheduler after {secs} s; not submitting a second one"
+    )]
     StillThere {
         /// Job name.
         name: String,
@@ -162,19 +164,19 @@ impl Webservice {
 
     /// Runs an invocation; returns the message for the user.
     pub async fn execute(&self, inv: &Invocation) -> Result<String, WebserviceError> {
-        if let Some(b) = &inv.backend {
-            if b != "gridengine" {
-                return Err(WebserviceError::Usage(format!(
-                    "backend {b:?} is not handled by this command; use --backend=gridengine"
-                )));
-            }
+        if let Some(b) = &inv.backend
+            && b != "gridengine"
+        {
+            return Err(WebserviceError::Usage(format!(
+                "backend {b:?} is not handled by this command; use --backend=gridengine"
+            )));
         }
-        if let Some(m) = &inv.mem {
-            if !valid_mem(m) {
-                return Err(WebserviceError::Usage(format!(
-                    "--mem {m:?} is not a memory size like 512M or 4G"
-                )));
-            }
+        if let Some(m) = &inv.mem
+            && !valid_mem(m)
+        {
+            return Err(WebserviceError::Usage(format!(
+                "--mem {m:?} is not a memory size like 512M or 4G"
+            )));
         }
         let _lock = self.lock(&inv.tool)?;
         let current = self.read_manifest(&inv.tool)?;
@@ -183,14 +185,14 @@ impl Webservice {
             (None, Some(t)) => Some(t),
             (None, None) => None,
         };
-        if let Some(t) = &web_type {
-            if !self.config.types.contains_key(t) {
-                let valid: Vec<&str> = self.config.types.keys().map(String::as_str).collect();
-                return Err(WebserviceError::Usage(format!(
-                    "unknown web service type {t:?}; valid types: {}",
-                    valid.join(", ")
-                )));
-            }
+        if let Some(t) = &web_type
+            && !self.config.types.contains_key(t)
+        {
+            let valid: Vec<&str> = self.config.types.keys().map(String::as_str).collect();
+            return Err(WebserviceError::Usage(format!(
+                "unknown web service type {t:?}; valid types: {}",
+                valid.join(", ")
+            )));
         }
         let user = inv.tool.unix_user(&self.config.tools.project);
         match inv.verb {
@@ -411,7 +413,10 @@ mod tests {
     #[test]
     fn words_and_mem() {
         let w = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        assert_eq!(parse_words(&w(&["stop"])).unwrap(), (None, Verb::Stop, vec![]));
+        assert_eq!(
+            parse_words(&w(&["stop"])).unwrap(),
+            (None, Verb::Stop, vec![])
+        );
         assert_eq!(
             parse_words(&w(&["uwsgi-python", "start", "--x"])).unwrap(),
             (Some("uwsgi-python".into()), Verb::Start, w(&["--x"]))
