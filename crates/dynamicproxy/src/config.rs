@@ -151,6 +151,11 @@ pub struct RouteSettings {
     /// Where the last good table is written (atomically) and read at start
     /// with `startup = "snapshot"`. Unset: no snapshot.
     pub snapshot_path: Option<PathBuf>,
+    /// Read the route table from this Redis (`redis://host:port`, typically
+    /// the host's own replica) instead of from `[redis]` (the master, via
+    /// Sentinel). Routes are only read, so a replica serves; if it dies the
+    /// last table keeps being served. Unset: read where `[redis]` points.
+    pub read_url: Option<String>,
 }
 
 impl Default for RouteSettings {
@@ -161,6 +166,7 @@ impl Default for RouteSettings {
             configure_notifications: true,
             startup: Startup::Wait,
             snapshot_path: None,
+            read_url: None,
         }
     }
 }
@@ -233,6 +239,11 @@ impl Config {
         }
         if let Err(e) = c.redis.fred_config() {
             return Err(loaded.invalid("redis.url", e));
+        }
+        if let Some(url) = &c.routes.read_url
+            && let Err(e) = forge_core::redis::RedisSettings::for_url(url).fred_config()
+        {
+            return Err(loaded.invalid("routes.read_url", e));
         }
         if c.routes.startup == Startup::Snapshot && c.routes.snapshot_path.is_none() {
             return Err(loaded.invalid(

@@ -74,15 +74,33 @@ pub async fn run_with(
     let metrics = metrics::Metrics::register();
     let routes = Arc::new(table::Routes::default());
     let status = Arc::new(sync::SyncStatus::default());
+    // Routes are only read: from a (local) replica when `routes.read_url`
+    // is set, else from the master `[redis]` names.
+    let read_redis = match &config.routes.read_url {
+        Some(url) => forge_core::redis::RedisSettings {
+            url: url.clone(),
+            sentinels: Vec::new(),
+            ..config.redis.clone()
+        },
+        None => config.redis.clone(),
+    };
+    let master_probe = read_redis.client()?;
+    drop(fred::prelude::ClientLike::connect(&master_probe));
+    forge_core::redis::report_master(
+        master_probe,
+        board.clone(),
+        config.routes.health_interval(),
+        shutdown.clone(),
+    );
     let route_sync = sync::RouteSync::new(
         config.routes.clone(),
-        &config.redis,
+        &read_redis,
         routes.clone(),
         status.clone(),
         board.clone(),
         metrics.clone(),
     )?;
-    board.set_field("redis", config.redis.describe());
+    board.set_field("redis", read_redis.describe());
     if config.routes.startup == config::Startup::Snapshot {
         route_sync.load_snapshot();
     }
