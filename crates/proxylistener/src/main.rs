@@ -142,6 +142,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Duration::from_secs(5),
         shutdown.clone(),
     );
+    // The Redis master this host sees, on /status (for `forgectl status`).
+    let master_probe = config.redis.client().context("Redis settings")?;
+    drop(fred::prelude::ClientLike::connect(&master_probe));
+    forge_core::redis::report_master(
+        master_probe,
+        Arc::clone(&board),
+        Duration::from_secs(2),
+        shutdown.clone(),
+    );
     if !store.wait_connected(Duration::from_secs(2)).await {
         tracing::warn!(redis = %config.redis.describe(), "Redis is not reachable yet; requests fail until it is");
     }
