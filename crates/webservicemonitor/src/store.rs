@@ -42,12 +42,18 @@ return 0
 "#;
 
 /// The throttle: ARGV = now ms, window ms, max, record (1/0), member.
-/// Returns {allowed (1/0), attempts in window (after recording)}.
+/// Returns {allowed (1/0), attempts in window (after recording)}. Without
+/// `record` it only reads (for dry runs).
 const THROTTLE_SCRIPT: &str = r#"
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local n = redis.call('ZCARD', KEYS[1])
+local n
+if ARGV[4] == '1' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+  n = redis.call('ZCARD', KEYS[1])
+else
+  n = redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf')
+end
 if n >= tonumber(ARGV[3]) then
   return {0, n}
 end
