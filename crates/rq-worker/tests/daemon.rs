@@ -1,6 +1,7 @@
 //! The `rq-worker` binary against a real Redis: SIGKILL storms with jobs in
 //! flight on two queues, the orphan requeue bound, SIGTERM hand-back, the
 //! operator verbs; and the `forge.send_mail` built-in against an SMTP sink.
+#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -323,8 +324,10 @@ async fn send_mail_builtin_delivers_and_refuses_bad_addresses() {
     let smtp = SmtpSink::start().await.unwrap();
     let url = redis.url();
     let pool = pool(&url).await;
-    let mut config = rq_worker::config::Config::default();
-    config.redis = RedisSettings::for_url(&url);
+    let mut config = rq_worker::config::Config {
+        redis: RedisSettings::for_url(&url),
+        ..Default::default()
+    };
     config.mail.smtp_host = "127.0.0.1".into();
     config.mail.smtp_port = smtp.port();
     config.mail.from = "Forge <noreply@example.org>".into();

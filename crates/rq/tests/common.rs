@@ -1,6 +1,6 @@
 //! Shared helpers for forge-rq's tests: a real Redis, a pool, a worker
 //! running in-process, python-rq from `FORGE_TEST_PYTHON`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! python-rq interoperability: python enqueues, we run; we enqueue, python
 //! and `rq info` see it. Needs `FORGE_TEST_PYTHON` (a Python with `rq`).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The worker against a real Redis: retries and backoff, timeouts, panics,
 //! bad jobs, graceful hand-back, orphan requeue, poison jobs, dependencies,
 //! priorities, operator verbs, recurring jobs.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -220,7 +221,8 @@ async fn bad_jobs_fail_with_clear_errors_and_the_worker_keeps_going() {
         .await
         .unwrap();
     // Hand-written broken jobs, as a buggy or foreign producer would leave them.
-    let broken: [(&str, Vec<(&str, Vec<u8>)>); 4] = [
+    type Fields = Vec<(&'static str, Vec<u8>)>;
+    let broken: [(&str, Fields); 4] = [
         (
             "garbage",
             vec![("data", b"\x78\x9c not zlib nor json".to_vec())],
@@ -236,7 +238,7 @@ async fn bad_jobs_fail_with_clear_errors_and_the_worker_keeps_going() {
         ),
     ];
     for (id, fields) in &broken {
-        let mut f: Vec<(&str, Vec<u8>)> = fields.clone();
+        let mut f: Fields = fields.clone();
         f.push(("origin", b"default".to_vec()));
         f.push(("status", b"queued".to_vec()));
         let _: () = pool.hset(keys.job(id), f).await.unwrap();
@@ -417,7 +419,12 @@ async fn dead_workers_jobs_are_requeued_and_poison_jobs_fail() {
     let left: i64 = pool.scard(Keys::inflight_workers()).await.unwrap();
     assert!(left <= 1, "ghosts removed");
     // Operator verb: requeue the poison job; it now runs.
-    assert_eq!(q.requeue_failed(&[poison.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        q.requeue_failed(std::slice::from_ref(&poison))
+            .await
+            .unwrap(),
+        1
+    );
     wait_status(&q, &poison, JobStatus::Finished, Duration::from_secs(10)).await;
     worker.stop().await;
 }
@@ -446,7 +453,7 @@ async fn a_live_but_slow_worker_is_not_reaped_and_a_stale_settle_is_dropped() {
     wait_status(&q, &id, JobStatus::Finished, Duration::from_secs(10)).await;
     let rec = q.fetch(&id).await.unwrap();
     assert!(
-        rec.fields.get("forge_orphaned").is_none(),
+        !rec.fields.contains_key("forge_orphaned"),
         "requeued although alive"
     );
     w1.stop().await;
