@@ -112,23 +112,22 @@ impl IdentQuery {
     /// Asks the client's identd who owns the connection; returns the user.
     pub async fn lookup(&self) -> Result<String, IdentError> {
         let addr = SocketAddr::new(self.peer.ip(), self.ident_port);
-        let mut stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-        {
-            Err(_) => {
-                return Err(IdentError::ConnectTimeout {
-                    addr,
-                    after: self.connect_timeout,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(IdentError::Connect {
-                    addr,
-                    reason: e.to_string(),
-                });
-            }
-            Ok(Ok(s)) => s,
-        };
+        let mut stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Err(_) => {
+                    return Err(IdentError::ConnectTimeout {
+                        addr,
+                        after: self.connect_timeout,
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(IdentError::Connect {
+                        addr,
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(Ok(s)) => s,
+            };
         let _ = stream.set_nodelay(true);
         let query = format!("{},{}\r\n", self.peer.port(), self.local_port);
         let exchange = async {
@@ -281,10 +280,7 @@ mod tests {
             "x , 8282 : USERID : UNIX : x",
         ] {
             assert!(
-                matches!(
-                    parse_reply(bad, 4000, 8282),
-                    Err(IdentError::Malformed(_))
-                ),
+                matches!(parse_reply(bad, 4000, 8282), Err(IdentError::Malformed(_))),
                 "{bad:?}"
             );
         }

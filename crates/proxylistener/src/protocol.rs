@@ -324,10 +324,7 @@ mod tests {
     #[test]
     fn replies_are_one_line() {
         assert_eq!(Reply::Ok.to_wire(), b"ok");
-        assert_eq!(
-            Reply::Fail("a\nb".into()).to_wire(),
-            b"fail: a b".to_vec()
-        );
+        assert_eq!(Reply::Fail("a\nb".into()).to_wire(), b"fail: a b".to_vec());
         assert_eq!(Reply::parse(b"ok\n"), Some(Reply::Ok));
         assert_eq!(Reply::parse(b"fail: x"), Some(Reply::Fail("x".into())));
         assert_eq!(Reply::parse(b"fail"), Some(Reply::Fail(String::new())));

@@ -214,7 +214,13 @@ async fn carry_out(
     // 4. Write.
     let result = match (raw.command, backend) {
         (Command::Register, Some(url)) => store
-            .register(&tool, route.as_str(), url.as_str(), None, &config.durability)
+            .register(
+                &tool,
+                route.as_str(),
+                url.as_str(),
+                None,
+                &config.durability,
+            )
             .await
             .map(|()| "ok"),
         (Command::RegisterCanonical, Some(url)) => {

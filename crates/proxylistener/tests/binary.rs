@@ -1,5 +1,7 @@
 //! The `proxylistener` binary: flags, config errors, admin endpoint, SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 mod common;
 
 use std::process::{Command, Stdio};
@@ -16,13 +18,23 @@ fn help_and_config_errors() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--config", "--redis", "--listen", "--listen-admin", "--ident-port"] {
+    for flag in [
+        "--config",
+        "--redis",
+        "--listen",
+        "--listen-admin",
+        "--ident-port",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("proxylistener.toml");
-    std::fs::write(&path, "[policy]\nmin_backend_port = 2000\nmax_backend_port = 1000\n").unwrap();
+    std::fs::write(
+        &path,
+        "[policy]\nmin_backend_port = 2000\nmax_backend_port = 1000\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&path)
@@ -65,9 +77,12 @@ async fn runs_serves_admin_and_stops_on_sigterm() {
     let mut child = Proc(child);
     let addr = forge_test_support::ports::loopback(port);
     wait_for_port(addr, Duration::from_secs(10)).await.unwrap();
-    wait_for_port(forge_test_support::ports::loopback(admin), Duration::from_secs(10))
-        .await
-        .unwrap();
+    wait_for_port(
+        forge_test_support::ports::loopback(admin),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         common::send_to(addr, &register(".*", "http://127.0.0.1:5000"), None).await,

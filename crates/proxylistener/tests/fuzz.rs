@@ -3,6 +3,8 @@
 //! reply at most one line, and write nothing a valid request from this
 //! client couldn't.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 mod common;
 
 use std::time::Duration;
@@ -21,7 +23,9 @@ fn request(rng: &mut StdRng) -> Vec<u8> {
     ];
     match rng.random_range(0..4) {
         // Arbitrary bytes.
-        0 => (0..rng.random_range(0..300)).map(|_| rng.random()).collect(),
+        0 => (0..rng.random_range(0..300))
+            .map(|_| rng.random())
+            .collect(),
         // A valid request with a few bytes flipped, inserted or dropped.
         1 | 2 => {
             let mut r = valid[rng.random_range(0..valid.len())].to_vec();

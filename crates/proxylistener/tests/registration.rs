@@ -1,6 +1,8 @@
 //! Acceptance tests of the registration protocol against a real Redis and a
 //! real identd.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -68,22 +70,55 @@ async fn bad_requests_get_one_fail_line_and_write_nothing() {
     let h = Harness::start_with(|c| c.limits.max_line_bytes = 128).await;
     let long_route = format!("register\n{}\nhttp://127.0.0.1:5000\n", "a".repeat(200));
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"hello\n.*\nhttp://127.0.0.1:5000\n".to_vec(), "unknown command"),
-        (b"REGISTER\n.*\nhttp://127.0.0.1:5000\n".to_vec(), "unknown command"),
+        (
+            b"hello\n.*\nhttp://127.0.0.1:5000\n".to_vec(),
+            "unknown command",
+        ),
+        (
+            b"REGISTER\n.*\nhttp://127.0.0.1:5000\n".to_vec(),
+            "unknown command",
+        ),
         (long_route.into_bytes(), "longer than 128 bytes"),
         (b"register\n.*\n".to_vec(), "missing url line"),
         (b"unregister\n".to_vec(), "missing route line"),
         (b"".to_vec(), "empty request"),
-        (b"register\n(\nhttp://127.0.0.1:5000\n".to_vec(), "bad route"),
-        (b"register\n\nhttp://127.0.0.1:5000\n".to_vec(), "route pattern is empty"),
-        (b"register\n(a)\\1\nhttp://127.0.0.1:5000\n".to_vec(), "bad route"),
+        (
+            b"register\n(\nhttp://127.0.0.1:5000\n".to_vec(),
+            "bad route",
+        ),
+        (
+            b"register\n\nhttp://127.0.0.1:5000\n".to_vec(),
+            "route pattern is empty",
+        ),
+        (
+            b"register\n(a)\\1\nhttp://127.0.0.1:5000\n".to_vec(),
+            "bad route",
+        ),
         (b"register\n.*\nnot a url\n".to_vec(), "bad backend URL"),
-        (b"register\n.*\nftp://127.0.0.1:5000\n".to_vec(), "http or https"),
-        (b"register\n.*\nhttp://127.0.0.1:5000/path\n".to_vec(), "path"),
-        (b"register\n.*\nhttp://10.0.0.5:5000\n".to_vec(), "not this client's address"),
-        (b"register\n.*\nhttp://localhost:5000\n".to_vec(), "must be an IP address"),
-        (b"register\n.*\nhttp://127.0.0.1:80\n".to_vec(), "outside the allowed range"),
-        (b"register\n\xff\xfe\nhttp://127.0.0.1:5000\n".to_vec(), "not UTF-8"),
+        (
+            b"register\n.*\nftp://127.0.0.1:5000\n".to_vec(),
+            "http or https",
+        ),
+        (
+            b"register\n.*\nhttp://127.0.0.1:5000/path\n".to_vec(),
+            "path",
+        ),
+        (
+            b"register\n.*\nhttp://10.0.0.5:5000\n".to_vec(),
+            "not this client's address",
+        ),
+        (
+            b"register\n.*\nhttp://localhost:5000\n".to_vec(),
+            "must be an IP address",
+        ),
+        (
+            b"register\n.*\nhttp://127.0.0.1:80\n".to_vec(),
+            "outside the allowed range",
+        ),
+        (
+            b"register\n\xff\xfe\nhttp://127.0.0.1:5000\n".to_vec(),
+            "not UTF-8",
+        ),
     ];
     for (request, expect) in cases {
         let reply = h.send(&request).await;
@@ -125,7 +160,10 @@ async fn ident_failures_are_refused_with_a_reason() {
         ),
         (IdentAnswer::User("root".into()), "not a tool account"),
         (IdentAnswer::User("tools.".into()), "not a tool account"),
-        (IdentAnswer::User("other.mytool".into()), "not a tool account"),
+        (
+            IdentAnswer::User("other.mytool".into()),
+            "not a tool account",
+        ),
         (IdentAnswer::Error("NO-USER".into()), "ERROR: NO-USER"),
         (IdentAnswer::Raw("garbage".into()), "malformed ident reply"),
     ];
@@ -153,16 +191,14 @@ async fn unregister_leaves_a_moved_backend_alone() {
     let h = Harness::start().await;
     assert_eq!(h.send(&register(".*", "http://127.0.0.1:5000")).await, "ok");
     // The tool's new job registered from another host meanwhile.
-    let _: () = h
-        .db
-        .hset("prefix:mytool", (".*", "http://10.1.2.3:6000"))
-        .await
-        .unwrap();
-    let _: () = h
-        .db
-        .hset("redirect:mytool", (".*", "mytool.toolforge.org"))
-        .await
-        .unwrap();
+    let _: () =
+        h.db.hset("prefix:mytool", (".*", "http://10.1.2.3:6000"))
+            .await
+            .unwrap();
+    let _: () =
+        h.db.hset("redirect:mytool", (".*", "mytool.toolforge.org"))
+            .await
+            .unwrap();
     // The old job's release.
     assert_eq!(h.send(b"unregister\n.*\n").await, "ok");
     assert_eq!(
@@ -196,7 +232,10 @@ async fn many_concurrent_clients() {
         tasks.push(tokio::spawn(async move {
             common::send_to(
                 addr,
-                &register(&format!("^/r{i}/"), &format!("http://127.0.0.1:{}", 5000 + i)),
+                &register(
+                    &format!("^/r{i}/"),
+                    &format!("http://127.0.0.1:{}", 5000 + i),
+                ),
                 None,
             )
             .await
@@ -233,9 +272,8 @@ async fn redis_down_gives_fail_and_recovers() {
 async fn read_only_replica_is_refused() {
     let h = Harness::start().await;
     // Turn our Redis into a replica of a master that isn't there.
-    let _: () = h
-        .db
-        .custom(
+    let _: () =
+        h.db.custom(
             fred::cmd!("REPLICAOF"),
             vec!["127.0.0.1".to_string(), free_port().to_string()],
         )
@@ -243,9 +281,8 @@ async fn read_only_replica_is_refused() {
         .unwrap();
     let reply = h.send(&register(".*", "http://127.0.0.1:5000")).await;
     assert!(reply.contains("read-only replica"), "{reply}");
-    let _: () = h
-        .db
-        .custom(
+    let _: () =
+        h.db.custom(
             fred::cmd!("REPLICAOF"),
             vec!["NO".to_string(), "ONE".to_string()],
         )

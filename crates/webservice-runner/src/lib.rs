@@ -61,6 +61,8 @@ pub fn secs(value: f64, flag: &str) -> Result<Duration, String> {
     if value.is_finite() && value > 0.0 && value < 86_400.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        Err(format!("{flag}: {value} is not a positive number of seconds"))
+        Err(format!(
+            "{flag}: {value} is not a positive number of seconds"
+        ))
     }
 }

@@ -139,6 +139,12 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
         }
     };
 
+    if client.is_disabled() {
+        eprintln!("webservice-runner: registration is disabled; not registering");
+        let code = run_to_exit(&mut child, pgid, &mut signals).await;
+        return RunEnd::Exited(code);
+    }
+
     // Wait until it listens (forwarding signals meanwhile).
     let ready = wait_ready(port, opts.ready_timeout);
     tokio::pin!(ready);
@@ -171,27 +177,20 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
     }
 
     // Register.
-    let mut registered = false;
-    if client.is_disabled() {
-        eprintln!("webservice-runner: registration is disabled; not registering");
-    } else {
-        match client
-            .register_self(&opts.route, &opts.scheme, port, opts.canonical)
-            .await
-        {
-            Ok(r) => {
-                eprintln!(
-                    "webservice-runner: registered {} for route {:?} with {}",
-                    r.url, opts.route, r.endpoint
-                );
-                registered = true;
-            }
-            Err(e) => {
-                stop(&mut child, pgid, opts.stop_grace).await;
-                return RunEnd::Failed(ExitCode::for_client_error(&e), e.to_string());
-            }
+    match client
+        .register_self(&opts.route, &opts.scheme, port, opts.canonical)
+        .await
+    {
+        Ok(r) => eprintln!(
+            "webservice-runner: registered {} for route {:?} with {}",
+            r.url, opts.route, r.endpoint
+        ),
+        Err(e) => {
+            stop(&mut child, pgid, opts.stop_grace).await;
+            return RunEnd::Failed(ExitCode::for_client_error(&e), e.to_string());
         }
     }
+    let mut registered = true;
 
     // Run until the command exits.
     let code = loop {
@@ -215,8 +214,20 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
 
 async fn unregister(client: &RegistrationClient, route: &str) {
     match client.unregister(route).await {
-        Ok(endpoint) => eprintln!("webservice-runner: unregistered route {route:?} with {endpoint}"),
+        Ok(endpoint) => {
+            eprintln!("webservice-runner: unregistered route {route:?} with {endpoint}")
+        }
         Err(e) => eprintln!("webservice-runner: could not unregister route {route:?}: {e}"),
+    }
+}
+
+/// Forwards signals until the command exits; its exit code.
+async fn run_to_exit(child: &mut Child, pgid: Option<Pid>, signals: &mut Signals) -> i32 {
+    loop {
+        tokio::select! {
+            status = child.wait() => return status.map(exit_code_of).unwrap_or(1),
+            sig = signals.recv() => forward(pgid, sig),
+        }
     }
 }
 
@@ -228,12 +239,17 @@ async fn wait_ready(port: u16, timeout: Duration) -> bool {
     if let Ok(ip) = outbound_ip() {
         candidates.push(SocketAddr::new(ip, port));
     }
-    candidates.push(SocketAddr::new("::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port));
+    candidates.push(SocketAddr::new(
+        "::1".parse().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        port,
+    ));
     loop {
         for addr in &candidates {
-            if let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr))
-                    .await
+            if let Ok(Ok(_)) = tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
             {
                 return true;
             }
@@ -253,10 +269,10 @@ fn outbound_ip() -> std::io::Result<IpAddr> {
 }
 
 fn forward(pgid: Option<Pid>, sig: Signal) {
-    if let Some(pgid) = pgid {
-        if let Err(e) = killpg(pgid, sig) {
-            eprintln!("webservice-runner: cannot forward {sig} to the server: {e}");
-        }
+    if let Some(pgid) = pgid
+        && let Err(e) = killpg(pgid, sig)
+    {
+        eprintln!("webservice-runner: cannot forward {sig} to the server: {e}");
     }
 }
 

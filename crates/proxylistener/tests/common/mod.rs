@@ -1,7 +1,7 @@
 //! Shared harness: a real redis-server, a real identd and the daemon running
 //! in-process on a loopback port.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

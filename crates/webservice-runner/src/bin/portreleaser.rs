@@ -49,7 +49,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(client.unregister(&args.route)) {
         Ok(endpoint) => {
-            eprintln!("portreleaser: released route {:?} with {endpoint}", args.route);
+            eprintln!(
+                "portreleaser: released route {:?} with {endpoint}",
+                args.route
+            );
             std::process::ExitCode::SUCCESS
         }
         Err(e @ ClientError::Disabled) => {
