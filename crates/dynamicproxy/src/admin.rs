@@ -48,13 +48,15 @@ pub fn router(
     };
     // Refresh the table age before health and metrics are read.
     let refresh = state.clone();
-    let refresh = axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let s = refresh.clone();
-        async move {
-            report(&s.status, &s.board, &s.metrics, &s.routes);
-            next.run(req).await
-        }
-    });
+    let refresh = axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let s = refresh.clone();
+            async move {
+                report(&s.status, &s.board, &s.metrics, &s.routes);
+                next.run(req).await
+            }
+        },
+    );
     forge_core::admin::router(board)
         .merge(Router::new().route("/list", get(list)).with_state(state))
         .layer(refresh)

@@ -210,9 +210,9 @@ impl Config {
         for d in &self.domains {
             let d = d.trim().trim_start_matches('.').to_ascii_lowercase();
             if d.is_empty()
-                || !d
-                    .split('.')
-                    .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                || !d.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
             {
                 return Err(format!("domains: {d:?} is not a domain name"));
             }
@@ -287,14 +287,21 @@ mod tests {
     fn file_errors_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.toml");
-        std::fs::write(&p, "listen_http = \"0.0.0.0:80\"\ndefault_upstream = \"ftp://x:1\"\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "listen_http = \"0.0.0.0:80\"\ndefault_upstream = \"ftp://x:1\"\n",
+        )
+        .unwrap();
         let e = forge_core::ConfigSource::new(Some(p.clone()), "X_NONE")
             .load::<Config>()
             .unwrap_err()
             .to_string();
         assert!(e.contains("p.toml:2"), "{e}");
-        std::fs::write(&p, "listen_admin = \"nope\"\ndefault_upstream = \"http://x:1\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "listen_admin = \"nope\"\ndefault_upstream = \"http://x:1\"\n",
+        )
+        .unwrap();
         let l = forge_core::ConfigSource::new(Some(p), "X_NONE")
             .load::<Config>()
             .unwrap();

@@ -59,7 +59,14 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Re
     let settings = config.settings().map_err(Error::Config)?;
     let generation = forge_core::config::generation_of(&config);
     let board = StatusBoard::new("dynamicproxy", forge_core::VERSION, &generation);
-    run_with(listeners, config, Reloadable::new(settings), board, shutdown).await
+    run_with(
+        listeners,
+        config,
+        Reloadable::new(settings),
+        board,
+        shutdown,
+    )
+    .await
 }
 
 /// Runs the proxy until `shutdown`; request-handling `settings` may be

@@ -45,19 +45,29 @@ struct Args {
     domains: Vec<String>,
 }
 
-fn load(args: &Args, path: Option<PathBuf>) -> Result<(Loaded<Config>, Settings), forge_core::ConfigError> {
+fn load(
+    args: &Args,
+    path: Option<PathBuf>,
+) -> Result<(Loaded<Config>, Settings), forge_core::ConfigError> {
     let domains = if args.domains.is_empty() {
         None
     } else {
         Some(toml::Value::Array(
-            args.domains.iter().map(|d| toml::Value::String(d.clone())).collect(),
+            args.domains
+                .iter()
+                .map(|d| toml::Value::String(d.clone()))
+                .collect(),
         ))
     };
     let loaded = ConfigSource::new(path, ENV_PREFIX)
         .cli("redis.url", "--redis", args.redis.clone())
         .cli("listen_http", "--listen-http", args.listen_http.clone())
         .cli("listen_admin", "--listen-admin", args.listen_admin.clone())
-        .cli("default_upstream", "--default-upstream", args.default_upstream.clone())
+        .cli(
+            "default_upstream",
+            "--default-upstream",
+            args.default_upstream.clone(),
+        )
         .cli("domains", "--domain", domains)
         .load::<Config>()?;
     let settings = Config::validate(&loaded)?;
@@ -122,7 +132,13 @@ async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow
         },
     );
     forge_core::lifecycle::systemd::spawn_watchdog(shutdown.clone(), || true);
-    dynamicproxy::run_with(Listeners { http, admin }, loaded.config, settings, board, shutdown)
-        .await
-        .context("dynamicproxy")
+    dynamicproxy::run_with(
+        Listeners { http, admin },
+        loaded.config,
+        settings,
+        board,
+        shutdown,
+    )
+    .await
+    .context("dynamicproxy")
 }

@@ -112,7 +112,7 @@ impl Proxy {
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let resp = match self.filter(&req) {
-            Err(resp) => resp,
+            Err((status, text)) => plain(status, text),
             Ok(host) => self.route_and_forward(req, host, conn).await,
         };
         self.inner.metrics.response(resp.status());
@@ -120,22 +120,25 @@ impl Proxy {
     }
 
     /// Requests the proxy answers itself. Returns the request's host.
-    fn filter(&self, req: &Request<Incoming>) -> Result<String, Response<ProxyBody>> {
+    fn filter(&self, req: &Request<Incoming>) -> Result<String, (StatusCode, &'static str)> {
         let host = req
             .uri()
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .map(str::trim)
             .unwrap_or("");
         if host.is_empty() {
-            return Err(plain(StatusCode::BAD_REQUEST, "Missing Host header\n"));
+            return Err((StatusCode::BAD_REQUEST, "Missing Host header\n"));
         }
-        if !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'))
-        {
-            return Err(plain(StatusCode::BAD_REQUEST, "Invalid Host header\n"));
+        if !host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        }) {
+            return Err((StatusCode::BAD_REQUEST, "Invalid Host header\n"));
         }
         Ok(host.to_owned())
     }
@@ -164,11 +167,27 @@ impl Proxy {
             }
             Decision::Miss => {
                 m.miss.increment(1);
-                return self.forward(req, &host, &settings.default_backend.clone(), conn, &settings).await;
+                return self
+                    .forward(
+                        req,
+                        &host,
+                        &settings.default_backend.clone(),
+                        conn,
+                        &settings,
+                    )
+                    .await;
             }
             Decision::OutsideDefault => {
                 m.outside.increment(1);
-                return self.forward(req, &host, &settings.default_backend.clone(), conn, &settings).await;
+                return self
+                    .forward(
+                        req,
+                        &host,
+                        &settings.default_backend.clone(),
+                        conn,
+                        &settings,
+                    )
+                    .await;
             }
             Decision::OutsideReject => {
                 m.outside.increment(1);
@@ -255,7 +274,10 @@ impl Proxy {
             Err(e) => {
                 self.inner.metrics.upstream_errors.increment(1);
                 tracing::warn!(backend = %backend.url, host, error = %error_chain(&e), "backend request failed");
-                plain(StatusCode::BAD_GATEWAY, "Bad Gateway: the backend is unreachable\n")
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "Bad Gateway: the backend is unreachable\n",
+                )
             }
         }
     }
@@ -291,7 +313,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// A short text response from the proxy itself.
 pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        text.as_bytes(),
+    ))));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

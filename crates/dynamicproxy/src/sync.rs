@@ -29,10 +29,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use fred::prelude::*;
-use fred::types::Value;
 use forge_core::schema::{FRONTEND_KEY_PREFIX, PREFIX_KEY_PREFIX};
 use forge_core::{CheckState, Shutdown, StatusBoard};
+use fred::prelude::*;
+use fred::types::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 
@@ -233,8 +233,10 @@ impl RouteSync {
 
     /// Runs until shutdown.
     pub async fn run(self, shutdown: Shutdown) {
-        let _client_task = self.client.connect();
-        let _sub_task = self.subscriber.connect();
+        // fred gives up when the very first connection fails; its
+        // connection tasks are restarted here until one succeeds.
+        let mut client_task = self.client.connect();
+        let mut sub_task = self.subscriber.connect();
         let mut reconnects = self.client.reconnect_rx();
         let mut sub_reconnects = self.subscriber.reconnect_rx();
         let mut messages = self.subscriber.message_rx();
@@ -350,6 +352,13 @@ impl RouteSync {
                     may_try = true;
                 }
                 _ = ping.tick() => {
+                    if client_task.is_finished() {
+                        client_task = self.client.connect();
+                    }
+                    if sub_task.is_finished() {
+                        sub_task = self.subscriber.connect();
+                        need_subscribe = true;
+                    }
                     match self.client.ping::<String>(None).await {
                         Ok(_) => {
                             if self.status.state() != RedisState::Up {
@@ -423,7 +432,9 @@ impl RouteSync {
             .await;
         match set {
             Ok(_) => tracing::info!(flags = %wanted, "enabled keyspace notifications"),
-            Err(e) => tracing::warn!(error = %e, "cannot set notify-keyspace-events; set it to include {NOTIFY_FLAGS} in redis.conf"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set notify-keyspace-events; set it to include {NOTIFY_FLAGS} in redis.conf")
+            }
         }
     }
 
@@ -595,7 +606,9 @@ impl RouteSync {
 
     fn mark_up(&self) {
         let was = self.status.state();
-        self.status.state.store(RedisState::Up as u8, Ordering::Relaxed);
+        self.status
+            .state
+            .store(RedisState::Up as u8, Ordering::Relaxed);
         self.status.logged_down.store(false, Ordering::Relaxed);
         if was != RedisState::Up {
             tracing::info!(redis = %self.redis_desc, tools = self.routes.load().tool_count(), "redis reachable; route table in sync");
@@ -623,7 +636,9 @@ impl RouteSync {
 pub fn report(status: &SyncStatus, board: &StatusBoard, metrics: &Metrics, routes: &Routes) {
     let state = status.state();
     let age = status.table_age();
-    metrics.redis_up.set(if state == RedisState::Up { 1.0 } else { 0.0 });
+    metrics
+        .redis_up
+        .set(if state == RedisState::Up { 1.0 } else { 0.0 });
     metrics
         .table_age
         .set(age.map(|a| a.as_secs_f64()).unwrap_or(-1.0));
@@ -632,7 +647,10 @@ pub fn report(status: &SyncStatus, board: &StatusBoard, metrics: &Metrics, route
     let (check, detail) = match (state, age) {
         (RedisState::Up, Some(a)) => (
             CheckState::Ok,
-            format!("redis up; {tools} tools; table confirmed {}s ago", a.as_secs()),
+            format!(
+                "redis up; {tools} tools; table confirmed {}s ago",
+                a.as_secs()
+            ),
         ),
         (_, Some(a)) => (
             CheckState::Degraded,

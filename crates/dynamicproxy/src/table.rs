@@ -123,7 +123,12 @@ impl ToolRoutes {
         let mut m: BTreeMap<String, String> = self
             .routes
             .iter()
-            .map(|r| (r.pattern.as_str().to_owned(), r.backend.url.as_str().to_owned()))
+            .map(|r| {
+                (
+                    r.pattern.as_str().to_owned(),
+                    r.backend.url.as_str().to_owned(),
+                )
+            })
             .collect();
         for i in &self.invalid {
             m.insert(i.pattern.clone(), i.backend.clone());
@@ -208,7 +213,11 @@ impl RouteTable {
     pub fn invalid_count(&self) -> usize {
         self.ignored_keys
             + self.tools.values().map(|t| t.invalid.len()).sum::<usize>()
-            + self.frontends.values().map(|f| f.invalid.len()).sum::<usize>()
+            + self
+                .frontends
+                .values()
+                .map(|f| f.invalid.len())
+                .sum::<usize>()
     }
 
     /// A tool's routes.
@@ -247,8 +256,11 @@ impl RouteTable {
                 .frontends
                 .iter()
                 .map(|(k, f)| {
-                    let mut m: Vec<String> =
-                        f.backends.iter().map(|b| b.url.as_str().to_owned()).collect();
+                    let mut m: Vec<String> = f
+                        .backends
+                        .iter()
+                        .map(|b| b.url.as_str().to_owned())
+                        .collect();
                     m.extend(f.invalid.iter().cloned());
                     (k.to_string(), m)
                 })
@@ -281,8 +293,10 @@ impl RouteTable {
         let fqdn = fqdn.to_ascii_lowercase();
         match members {
             Some(m) if !m.is_empty() => {
-                self.frontends
-                    .insert(Arc::from(fqdn.as_str()), Arc::new(Frontend::from_members(m)));
+                self.frontends.insert(
+                    Arc::from(fqdn.as_str()),
+                    Arc::new(Frontend::from_members(m)),
+                );
             }
             _ => {
                 self.frontends.remove(fqdn.as_str());
@@ -469,8 +483,14 @@ mod tests {
         let t = RouteTable::from_raw(&raw());
         let s = settings(&["toolforge.org"], OutsideDomain::Reject);
         let r = |h: &str, p: &str| target(t.route(h, p, &s));
-        assert_eq!(r("tool.toolforge.org", "/api/v2/x"), "route http://10.0.0.3:3");
-        assert_eq!(r("TOOL.Toolforge.org:443", "/api/x"), "route http://10.0.0.2:2");
+        assert_eq!(
+            r("tool.toolforge.org", "/api/v2/x"),
+            "route http://10.0.0.3:3"
+        );
+        assert_eq!(
+            r("TOOL.Toolforge.org:443", "/api/x"),
+            "route http://10.0.0.2:2"
+        );
         assert_eq!(r("tool.toolforge.org", "/"), "route http://10.0.0.1:1");
         assert_eq!(r("other.toolforge.org", "/"), "Miss");
         assert_eq!(r("toolforge.org", "/"), "OutsideReject");
@@ -481,7 +501,10 @@ mod tests {
         assert_eq!(t.tool_count(), 1);
         assert_eq!(t.route_count(), 3);
         let s = settings(&[], OutsideDomain::Reject);
-        assert_eq!(target(t.route("tool.anything", "/", &s)), "route http://10.0.0.1:1");
+        assert_eq!(
+            target(t.route("tool.anything", "/", &s)),
+            "route http://10.0.0.1:1"
+        );
     }
 
     #[test]

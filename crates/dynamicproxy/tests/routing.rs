@@ -30,10 +30,20 @@ async fn routes_tools_patterns_frontends_and_hosts() {
     cli(
         port,
         &[
-            "HSET", "prefix:multi", ".*", &b1.url(), "^/api/", &b2.url(), "^/api/v2/", &b3.url(),
+            "HSET",
+            "prefix:multi",
+            ".*",
+            &b1.url(),
+            "^/api/",
+            &b2.url(),
+            "^/api/v2/",
+            &b3.url(),
         ],
     );
-    cli(port, &["SADD", "frontend:www.example.org", &b1.url(), &b2.url()]);
+    cli(
+        port,
+        &["SADD", "frontend:www.example.org", &b1.url(), &b2.url()],
+    );
     cli(port, &["SADD", "frontend:*.example.org", &b3.url()]);
 
     let p = start_proxy(test_config(&redis.url(), &default.url())).await;
@@ -56,7 +66,10 @@ async fn routes_tools_patterns_frontends_and_hosts() {
     // Mixed-case host with a port.
     let r = get(p.http, "ALPHA.ToolForge.ORG:8443", "/").await;
     assert_eq!(r.backend(), "alpha");
-    assert_eq!(r.json()["headers"]["x-forwarded-host"], "alpha.toolforge.org");
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-host"],
+        "alpha.toolforge.org"
+    );
 
     // Unknown tool → default upstream.
     let r = get(p.http, "nosuchtool.toolforge.org", "/x").await;
@@ -72,9 +85,20 @@ async fn routes_tools_patterns_frontends_and_hosts() {
 
     // Several patterns: most specific first, every time.
     for _ in 0..10 {
-        assert_eq!(get(p.http, "multi.toolforge.org", "/api/v2/x").await.backend(), "b3");
-        assert_eq!(get(p.http, "multi.toolforge.org", "/api/x").await.backend(), "b2");
-        assert_eq!(get(p.http, "multi.toolforge.org", "/web").await.backend(), "b1");
+        assert_eq!(
+            get(p.http, "multi.toolforge.org", "/api/v2/x")
+                .await
+                .backend(),
+            "b3"
+        );
+        assert_eq!(
+            get(p.http, "multi.toolforge.org", "/api/x").await.backend(),
+            "b2"
+        );
+        assert_eq!(
+            get(p.http, "multi.toolforge.org", "/web").await.backend(),
+            "b1"
+        );
     }
 
     // frontend: sets — a random member; wildcard fallback.
@@ -90,7 +114,10 @@ async fn routes_tools_patterns_frontends_and_hosts() {
     let resp = raw(p.http, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     let resp = raw(p.http, "GET / HTTP/1.0\r\n\r\n").await;
-    assert!(resp.starts_with("HTTP/1.0 400") || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(
+        resp.starts_with("HTTP/1.0 400") || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
 
     // httpoxy: Proxy is not passed on; hop-by-hop headers neither.
     let resp = raw(
@@ -151,7 +178,14 @@ async fn routes_tools_patterns_frontends_and_hosts() {
     let after = metric(&p, "forge_dynamicproxy_requests_total{class=\"2xx\"}").await;
     assert!(after >= before + 1.0, "{before} → {after}");
     assert!(metric(&p, "forge_dynamicproxy_route_table_tools").await >= 2.0);
-    assert!(metric(&p, "forge_dynamicproxy_route_lookups_total{result=\"miss\"}").await >= 1.0);
+    assert!(
+        metric(
+            &p,
+            "forge_dynamicproxy_route_lookups_total{result=\"miss\"}"
+        )
+        .await
+            >= 1.0
+    );
     let (status, health) = admin_json(&p, "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["checks"]["routes"]["state"], "ok", "{health}");
@@ -161,7 +195,10 @@ async fn metric(p: &ProxyUnderTest, name: &str) -> f64 {
     let r = get(p.admin, "localhost", "/metrics").await;
     r.body
         .lines()
-        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<f64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .map(|v| v.trim().parse::<f64>().unwrap())
+        })
         .unwrap_or(0.0)
 }
 
@@ -182,7 +219,10 @@ async fn outside_hosts_can_go_to_the_default_and_forwarded_for_is_optional() {
         "GET / HTTP/1.1\r\nHost: a.toolforge.org\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(resp.contains("\"x-forwarded-for\":\"10.9.9.9, 127.0.0.1\""), "{resp}");
+    assert!(
+        resp.contains("\"x-forwarded-for\":\"10.9.9.9, 127.0.0.1\""),
+        "{resp}"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +231,10 @@ async fn dead_backend_gives_502_not_a_hang() {
     let default = echo_backend("default").await;
     // A port nobody listens on (refused), and a listener that never accepts
     // and whose accept queue is full, so connecting hangs (connect timeout).
-    cli(redis.port(), &["HSET", "prefix:refused", ".*", "http://127.0.0.1:1"]);
+    cli(
+        redis.port(),
+        &["HSET", "prefix:refused", ".*", "http://127.0.0.1:1"],
+    );
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let stuck = socket.listen(1).unwrap();
@@ -207,7 +250,15 @@ async fn dead_backend_gives_502_not_a_hang() {
             fillers.push(s);
         }
     }
-    cli(redis.port(), &["HSET", "prefix:blackhole", ".*", &format!("http://{stuck_addr}")]);
+    cli(
+        redis.port(),
+        &[
+            "HSET",
+            "prefix:blackhole",
+            ".*",
+            &format!("http://{stuck_addr}"),
+        ],
+    );
     let p = start_proxy(test_config(&redis.url(), &default.url())).await;
     wait_serving(&p).await;
     let r = get(p.http, "refused.toolforge.org", "/").await;
@@ -217,5 +268,8 @@ async fn dead_backend_gives_502_not_a_hang() {
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{r:?}");
     drop((stuck, fillers));
     // The proxy itself is fine.
-    assert_eq!(get(p.http, "x.toolforge.org", "/").await.backend(), "default");
+    assert_eq!(
+        get(p.http, "x.toolforge.org", "/").await.backend(),
+        "default"
+    );
 }

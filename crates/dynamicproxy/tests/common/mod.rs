@@ -79,7 +79,11 @@ async fn echo(name: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
             serde_json::Value::String(v.to_str().unwrap_or("?").to_owned()),
         );
     }
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let doc = serde_json::json!({
         "backend": name,
         "method": parts.method.as_str(),
