@@ -24,6 +24,7 @@
 # @param appendonly Keep an append-only file (routes survive a restart).
 # @param notify_keyspace_events Keyspace notifications dynamicproxy follows;
 #   it needs at least `Kghsxe`.
+# @param owner User (and group) owning the files Redis and Sentinel rewrite.
 # @param manage_packages Install redis-server and redis-sentinel.
 # @param disable_default_instances Stop and disable Debian's default
 #   `redis-server` and `redis-sentinel` (they use the same ports).
@@ -38,6 +39,7 @@ class forge::redis (
   Integer[0] $min_replicas_to_write = 0,
   Boolean $appendonly = true,
   String[1] $notify_keyspace_events = 'Kghsxe',
+  String[1] $owner = 'redis',
   Boolean $manage_packages = true,
   Boolean $disable_default_instances = true,
 ) {
@@ -91,16 +93,16 @@ class forge::redis (
   file { "${etc}/redis-forge.conf":
     ensure  => file,
     replace => false,
-    owner   => 'redis',
-    group   => 'redis',
+    owner   => $owner,
+    group   => $owner,
     mode    => '0640',
     content => epp('forge/redis-instance.conf.epp', $instance),
   }
   file { "${etc}/sentinel-forge.conf":
     ensure  => file,
     replace => false,
-    owner   => 'redis',
-    group   => 'redis',
+    owner   => $owner,
+    group   => $owner,
     mode    => '0640',
     content => epp('forge/sentinel.conf.epp', $sentinel),
   }
