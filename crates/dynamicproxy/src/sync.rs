@@ -239,7 +239,8 @@ impl RouteSync {
         let mut sub_task = self.subscriber.connect();
         let mut reconnects = self.client.reconnect_rx();
         let mut sub_reconnects = self.subscriber.reconnect_rx();
-        let mut messages = self.subscriber.message_rx();
+        // fred hands keyspace notifications to their own channel.
+        let mut messages = self.subscriber.keyspace_event_rx();
         let mut ping = tokio::time::interval(self.settings.health_interval());
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut resync = tokio::time::interval(self.settings.resync_interval());
@@ -330,7 +331,7 @@ impl RouteSync {
                         need_full = true;
                     }
                     Err(RecvError::Closed) => {
-                        messages = self.subscriber.message_rx();
+                        messages = self.subscriber.keyspace_event_rx();
                         need_subscribe = true;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -386,9 +387,11 @@ impl RouteSync {
         let _ = tokio::time::timeout(Duration::from_secs(1), quit).await;
     }
 
-    fn note_message(&self, m: &fred::types::Message, pending: &mut BTreeSet<String>) {
-        // channel: __keyspace@<db>__:<key>
-        if let Some((_, key)) = m.channel.split_once("__:") {
+    fn note_message(&self, m: &fred::types::KeyspaceEvent, pending: &mut BTreeSet<String>) {
+        if m.db != self.database {
+            return;
+        }
+        if let Some(key) = m.key.as_str() {
             pending.insert(key.to_owned());
         }
     }

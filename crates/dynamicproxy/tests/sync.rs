@@ -21,7 +21,11 @@ async fn changes_in_redis_are_followed_without_restart() {
     let default = echo_backend("default").await;
     let one = echo_backend("one").await;
     let two = echo_backend("two").await;
-    let p = start_proxy(test_config(&redis.url(), &default.url())).await;
+    // No periodic resync during the test: every change must arrive through
+    // keyspace notifications.
+    let mut c = test_config(&redis.url(), &default.url());
+    c.routes.resync_interval_ms = 600_000;
+    let p = start_proxy(c).await;
     wait_serving(&p).await;
     let host = "tool.toolforge.org";
 
@@ -72,7 +76,19 @@ async fn changes_in_redis_are_followed_without_restart() {
         get(p.http, "vps.example.org", "/").await.status == StatusCode::MISDIRECTED_REQUEST
     })
     .await;
+}
+
+#[tokio::test]
+async fn flushall_is_repaired_by_the_periodic_resync() {
+    let redis = RedisServer::start().await.unwrap();
+    let port = redis.port();
+    let default = echo_backend("default").await;
+    let one = echo_backend("one").await;
+    let p = start_proxy(test_config(&redis.url(), &default.url())).await;
+    wait_serving(&p).await;
+    let host = "tool.toolforge.org";
     // wiped by FLUSHALL (no keyspace event: the periodic resync repairs it)
+    cli(port, &["HSET", "prefix:new", ".*", &one.url()]);
     cli(port, &["HSET", "prefix:tool", ".*", &one.url()]);
     eventually("route before flush", || routed_to(&p, host, "one")).await;
     cli(port, &["FLUSHALL"]);
@@ -93,7 +109,10 @@ async fn redis_trouble_keeps_the_last_table_and_says_so() {
     let two = echo_backend("two").await;
     cli(port, &["HSET", "prefix:tool", ".*", &one.url()]);
     cli(port, &["HSET", "prefix:gone", ".*", &one.url()]);
-    let p = start_proxy(test_config(&redis.url(), &default.url())).await;
+    // No periodic resync: recovery must come from the reconnect itself.
+    let mut c = test_config(&redis.url(), &default.url());
+    c.routes.resync_interval_ms = 600_000;
+    let p = start_proxy(c).await;
     wait_serving(&p).await;
     assert!(routed_to(&p, "tool.toolforge.org", "one").await);
     let (code, h) = admin_json(&p, "/healthz").await;
