@@ -36,6 +36,7 @@ pub const BINARIES: &[&str] = &[
     "webservice",
     "rq-worker",
     "idm-web",
+    "forgectl",
 ];
 
 /// The timer jobs (unit name without suffix).
@@ -68,7 +69,11 @@ pub fn binary(name: &str) -> PathBuf {
         "binary `{name}` not found in {}: build the workspace's binaries first \
          (`cargo build --bins{}` or `cargo test --workspace`)",
         dir.display(),
-        if dir.ends_with("release") { " --release" } else { "" },
+        if dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        },
     );
     path
 }
@@ -270,7 +275,10 @@ impl Puppet {
             .arg(format!("--codedir={}", d.join("code").display()))
             .arg(format!("--logdir={}", d.join("log").display()))
             .arg(format!("--rundir={}", d.join("run").display()))
-            .arg(format!("--modulepath={}", repo_root().join("puppet").display()))
+            .arg(format!(
+                "--modulepath={}",
+                repo_root().join("puppet").display()
+            ))
             .arg(format!(
                 "--hiera_config={}",
                 repo_root().join("tests/fixtures/hiera.yaml").display()

@@ -31,7 +31,12 @@ fn build_deb(out: &Path) -> PathBuf {
             .arg(out),
     );
     let said = String::from_utf8_lossy(&result.stdout);
-    let deb = PathBuf::from(said.lines().last().expect("build-deb prints the package path").trim());
+    let deb = PathBuf::from(
+        said.lines()
+            .last()
+            .expect("build-deb prints the package path")
+            .trim(),
+    );
     assert!(deb.is_file(), "{} not built", deb.display());
     deb
 }
@@ -60,7 +65,10 @@ fn package_lists_installs_and_removes_cleanly() {
         .collect();
     let mut expected: Vec<String> = BINARIES.iter().map(|b| format!("./usr/bin/{b}")).collect();
     for u in unit_files() {
-        expected.push(format!("./lib/systemd/system/{}", u.file_name().unwrap().to_string_lossy()));
+        expected.push(format!(
+            "./lib/systemd/system/{}",
+            u.file_name().unwrap().to_string_lossy()
+        ));
     }
     for d in DAEMONS {
         expected.push(format!("./etc/forge/{d}.toml"));
@@ -70,17 +78,39 @@ fn package_lists_installs_and_removes_cleanly() {
     }
     expected.push("./usr/lib/forge/forge-job-status".into());
     expected.push("./usr/lib/sysusers.d/forge.conf".into());
-    for doc in ["installation.md", "configuration.md", "deployment.md", "runbook.md", "migration.md"] {
+    for doc in [
+        "installation.md",
+        "configuration.md",
+        "deployment.md",
+        "runbook.md",
+        "migration.md",
+    ] {
         expected.push(format!("./usr/share/doc/forge/{doc}"));
     }
-    let missing: Vec<&String> = expected.iter().filter(|e| !paths.contains(&e.as_str())).collect();
-    assert!(missing.is_empty(), "missing from the package: {missing:?}\n{listing}");
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| !paths.contains(&e.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from the package: {missing:?}\n{listing}"
+    );
 
     // Control data: conffiles and maintainer scripts.
-    let conffiles = run_ok(Command::new("dpkg-deb").arg("--info").arg(&deb).arg("conffiles"));
+    let conffiles = run_ok(
+        Command::new("dpkg-deb")
+            .arg("--info")
+            .arg(&deb)
+            .arg("conffiles"),
+    );
     let conffiles = String::from_utf8_lossy(&conffiles.stdout);
     for d in DAEMONS {
-        assert!(conffiles.lines().any(|l| l == format!("/etc/forge/{d}.toml")), "{conffiles}");
+        assert!(
+            conffiles
+                .lines()
+                .any(|l| l == format!("/etc/forge/{d}.toml")),
+            "{conffiles}"
+        );
     }
     let field = |f: &str| {
         let out = run_ok(Command::new("dpkg-deb").arg("--field").arg(&deb).arg(f));
@@ -92,7 +122,8 @@ fn package_lists_installs_and_removes_cleanly() {
     let help = dir.path().join("help");
     run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&help));
     for b in BINARIES {
-        let text = std::fs::read_to_string(help.join(format!("usr/share/doc/forge/{b}.txt"))).unwrap();
+        let text =
+            std::fs::read_to_string(help.join(format!("usr/share/doc/forge/{b}.txt"))).unwrap();
         assert!(text.contains("Usage"), "{b}.txt has no usage:\n{text}");
     }
 
@@ -109,7 +140,11 @@ fn package_lists_installs_and_removes_cleanly() {
         assert!(root.join("usr/bin").join(b).is_file(), "{b} not installed");
     }
     for u in unit_files() {
-        assert!(root.join("lib/systemd/system").join(u.file_name().unwrap()).is_file());
+        assert!(
+            root.join("lib/systemd/system")
+                .join(u.file_name().unwrap())
+                .is_file()
+        );
     }
     // postinst generated the idm-web token key.
     let token = std::fs::read_to_string(root.join("etc/forge/secrets/idm-web-token")).unwrap();
@@ -118,13 +153,14 @@ fn package_lists_installs_and_removes_cleanly() {
     // The shipped default configurations are valid as they are.
     for d in DAEMONS {
         let file = root.join(format!("etc/forge/{d}.toml"));
-        let out = run(
-            Command::new(binary(d))
-                .arg("--config")
-                .arg(&file)
-                .arg("--check-config")
-                .env("FORGE_IDM_TOKENS__SECRET_FILE", root.join("etc/forge/secrets/idm-web-token")),
-        );
+        let out = run(Command::new(binary(d))
+            .arg("--config")
+            .arg(&file)
+            .arg("--check-config")
+            .env(
+                "FORGE_IDM_TOKENS__SECRET_FILE",
+                root.join("etc/forge/secrets/idm-web-token"),
+            ));
         assert!(
             out.status.success(),
             "default {d}.toml fails --check-config:\n{}{}",
@@ -139,9 +175,17 @@ fn package_lists_installs_and_removes_cleanly() {
         assert!(!root.join("usr/bin").join(b).exists(), "{b} left behind");
     }
     for u in unit_files() {
-        assert!(!root.join("lib/systemd/system").join(u.file_name().unwrap()).exists());
+        assert!(
+            !root
+                .join("lib/systemd/system")
+                .join(u.file_name().unwrap())
+                .exists()
+        );
     }
-    assert!(root.join("etc/forge/dynamicproxy.toml").is_file(), "conffiles stay until purge");
+    assert!(
+        root.join("etc/forge/dynamicproxy.toml").is_file(),
+        "conffiles stay until purge"
+    );
     // Purge: nothing of forge is left.
     run_ok(dpkg(&root).args(["--purge", "forge"]));
     let left: Vec<PathBuf> = walk(&root)

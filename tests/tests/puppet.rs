@@ -9,6 +9,9 @@ use std::process::Command;
 
 use forge_deploy_tests::{Puppet, binary, files_with_suffix, repo_root, require_tool, run, run_ok};
 
+const ALL_ROLES: &str =
+    "include forge::proxy\ninclude forge::monitor\ninclude forge::idm\ninclude forge::forgectl\n";
+
 fn module() -> PathBuf {
     repo_root().join("puppet/forge")
 }
@@ -30,17 +33,29 @@ fn puppet_parser_validate_is_clean() {
     let mut manifests = Vec::new();
     all_files(&module(), ".pp", &mut manifests);
     assert!(manifests.len() >= 8, "manifests: {manifests:?}");
-    run_ok(p.command("parser", "production").arg("validate").args(&manifests));
+    run_ok(
+        p.command("parser", "production")
+            .arg("validate")
+            .args(&manifests),
+    );
     let templates = files_with_suffix(&module().join("templates"), &[".epp"]);
     assert!(!templates.is_empty());
-    run_ok(p.command("epp", "production").arg("validate").args(&templates));
+    run_ok(
+        p.command("epp", "production")
+            .arg("validate")
+            .args(&templates),
+    );
 }
 
 #[test]
 fn puppet_parser_validate_catches_errors() {
     let p = Puppet::new();
     let bad = p.path().join("bad.pp");
-    std::fs::write(&bad, "class forge::bad {\n  file { '/x': ensure => file\n}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "class forge::bad {\n  file { '/x': ensure => file\n}\n",
+    )
+    .unwrap();
     let out = run(p.command("parser", "production").arg("validate").arg(&bad));
     assert!(!out.status.success(), "a syntax error passed validation");
 }
@@ -58,9 +73,18 @@ fn puppet_lint_fail_on_warnings_is_clean() {
     // And it does fail on a warning.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.pp");
-    std::fs::write(&bad, "# @summary x\nclass bad {\n  file { \"/x\": ensure => file }\n}\n").unwrap();
-    let out = run(Command::new("puppet-lint").arg("--fail-on-warnings").arg(&bad));
-    assert!(!out.status.success(), "puppet-lint accepted double quotes without interpolation");
+    std::fs::write(
+        &bad,
+        "# @summary x\nclass bad {\n  file { \"/x\": ensure => file }\n}\n",
+    )
+    .unwrap();
+    let out = run(Command::new("puppet-lint")
+        .arg("--fail-on-warnings")
+        .arg(&bad));
+    assert!(
+        !out.status.success(),
+        "puppet-lint accepted double quotes without interpolation"
+    );
 }
 
 /// Compiles a catalog of `manifest` with the production hiera layer and
@@ -77,7 +101,9 @@ fn compile(manifest: &str) -> BTreeMap<String, serde_json::Value> {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Log lines ("Notice: Compiled catalog …") may precede the JSON.
-    let json = &stdout[stdout.find('{').unwrap_or_else(|| panic!("no catalog in {stdout}"))..];
+    let json = &stdout[stdout
+        .find('{')
+        .unwrap_or_else(|| panic!("no catalog in {stdout}"))..];
     let catalog: serde_json::Value = serde_json::from_str(json).expect("catalog JSON");
     catalog["resources"]
         .as_array()
@@ -85,7 +111,11 @@ fn compile(manifest: &str) -> BTreeMap<String, serde_json::Value> {
         .iter()
         .map(|r| {
             (
-                format!("{}[{}]", r["type"].as_str().unwrap(), r["title"].as_str().unwrap()),
+                format!(
+                    "{}[{}]",
+                    r["type"].as_str().unwrap(),
+                    r["title"].as_str().unwrap()
+                ),
                 r["parameters"].clone(),
             )
         })
@@ -130,9 +160,29 @@ fn proxy_role_compiles() {
     for f in ["redis-forge.conf", "sentinel-forge.conf"] {
         assert_eq!(r[&format!("File[/etc/redis/{f}]")]["replace"], false, "{f}");
     }
-    assert!(!r.keys().any(|k| k.contains("active-proxy") || k.contains("live.toml")));
-    let conf = r["File[/etc/forge/dynamicproxy.toml]"]["content"].as_str().unwrap();
-    assert!(conf.contains("default_upstream = \"http://k8s-ingress.example.org:30000\""), "{conf}");
+    assert!(
+        !r.keys()
+            .any(|k| k.contains("active-proxy") || k.contains("live.toml"))
+    );
+    let conf = r["File[/etc/forge/dynamicproxy.toml]"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        conf.contains("default_upstream = \"http://k8s-ingress.example.org:30000\""),
+        "{conf}"
+    );
+    // The proxy reads routes from its local Redis (a replica), not via Sentinel.
+    assert!(
+        conf.contains("sentinels = []") && conf.contains("url = \"redis://127.0.0.1:6379\""),
+        "{conf}"
+    );
+    let conf = r["File[/etc/forge/proxylistener.toml]"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        conf.contains("sentinels = [\"proxy-01.example.org:26379\""),
+        "{conf}"
+    );
 }
 
 #[test]
@@ -148,7 +198,10 @@ fn monitor_role_compiles() {
             "File[/etc/systemd/system/webservicemonitor.service.d/puppet.conf]",
         ],
     );
-    assert!(!r.keys().any(|k| k.contains("dynamicproxy") || k.contains("idm-web")));
+    assert!(
+        !r.keys()
+            .any(|k| k.contains("dynamicproxy") || k.contains("idm-web"))
+    );
 }
 
 #[test]
@@ -171,9 +224,19 @@ fn idm_role_compiles() {
         ],
     );
     // Secrets stay out of configuration files.
-    let conf = r["File[/etc/forge/idm-web.toml]"]["content"].as_str().unwrap();
-    for secret in ["db-s3cret-value", "ldap-s3cret-value", "smtp-s3cret-value", "0123456789abcdef"] {
-        assert!(!conf.contains(secret), "{secret} leaked into idm-web.toml:\n{conf}");
+    let conf = r["File[/etc/forge/idm-web.toml]"]["content"]
+        .as_str()
+        .unwrap();
+    for secret in [
+        "db-s3cret-value",
+        "ldap-s3cret-value",
+        "smtp-s3cret-value",
+        "0123456789abcdef",
+    ] {
+        assert!(
+            !conf.contains(secret),
+            "{secret} leaked into idm-web.toml:\n{conf}"
+        );
     }
     // idm-web re-reads its configuration only at start: a change restarts it.
     assert!(r["Service[idm-web.service]"].get("restart").is_none());
@@ -181,8 +244,16 @@ fn idm_role_compiles() {
 
 #[test]
 fn all_roles_compile_on_one_host() {
-    let r = compile("include forge::proxy\ninclude forge::monitor\ninclude forge::idm\n");
-    assert_has(&r, &["Service[dynamicproxy.service]", "Service[webservicemonitor.service]", "Service[idm-web.service]"]);
+    let r = compile(ALL_ROLES);
+    assert_has(
+        &r,
+        &[
+            "Service[dynamicproxy.service]",
+            "Service[webservicemonitor.service]",
+            "Service[idm-web.service]",
+            "File[/etc/forge/forgectl.toml]",
+        ],
+    );
 }
 
 #[test]
@@ -192,11 +263,10 @@ fn rendered_configs_pass_each_daemons_check_config() {
     for d in ["etc/systemd/system", "etc/redis"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    let out = run(
-        p.command("apply", "staging")
-            .arg("--detailed-exitcodes")
-            .args(["-e", "include forge::proxy\ninclude forge::monitor\ninclude forge::idm\n"]),
-    );
+    let out = run(p
+        .command("apply", "staging")
+        .arg("--detailed-exitcodes")
+        .args(["-e", ALL_ROLES]));
     // 0: nothing changed, 2: changes applied; 4/6: failures.
     assert!(
         matches!(out.status.code(), Some(0 | 2)),
@@ -210,7 +280,10 @@ fn rendered_configs_pass_each_daemons_check_config() {
     for d in forge_deploy_tests::DAEMONS {
         let file = etc.join(format!("{d}.toml"));
         assert!(file.is_file(), "{} was not rendered", file.display());
-        let out = run(Command::new(binary(d)).arg("--config").arg(&file).arg("--check-config"));
+        let out = run(Command::new(binary(d))
+            .arg("--config")
+            .arg(&file)
+            .arg("--check-config"));
         let said = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -225,21 +298,46 @@ fn rendered_configs_pass_each_daemons_check_config() {
             ));
         }
     }
+    // forgectl has no --check-config: `status` loads the file first and
+    // exits 2 on a configuration error, 1 when hosts don't answer (no
+    // network here).
+    let file = etc.join("forgectl.toml");
+    let out = run(Command::new(binary("forgectl"))
+        .arg("--config")
+        .arg(&file)
+        .args(["status", "--json"]));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(2) || said.contains("forgectl.toml:") {
+        failures.push(format!("forgectl rejects {}:\n{said}", file.display()));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The secrets the configuration names are there, and only readable by
     // owner and group.
     use std::os::unix::fs::PermissionsExt;
-    for s in ["idm-web-token", "idm-web-database-url", "idm-web-ldap-password", "idm-web-smtp-password"] {
+    for s in [
+        "idm-web-token",
+        "idm-web-database-url",
+        "idm-web-ldap-password",
+        "idm-web-smtp-password",
+    ] {
         let meta = std::fs::metadata(etc.join("secrets").join(s)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o640, "{s}");
     }
     // A second run changes nothing (idempotent).
-    let again = run(
-        p.command("apply", "staging")
-            .arg("--detailed-exitcodes")
-            .args(["-e", "include forge::proxy\ninclude forge::monitor\ninclude forge::idm\n"]),
+    let again = run(p
+        .command("apply", "staging")
+        .arg("--detailed-exitcodes")
+        .args(["-e", ALL_ROLES]));
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
     );
-    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stdout));
 }
 
 #[test]
@@ -247,7 +345,14 @@ fn check_config_rejects_an_unknown_key() {
     // The check above means something only if the loader refuses bad files.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxylistener.toml");
-    std::fs::write(&file, "listen = \"0.0.0.0:8282\"\nlisten_admn = \"127.0.0.1:9282\"\n").unwrap();
-    let out = run(Command::new(binary("proxylistener")).arg("--config").arg(&file).arg("--check-config"));
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:8282\"\nlisten_admn = \"127.0.0.1:9282\"\n",
+    )
+    .unwrap();
+    let out = run(Command::new(binary("proxylistener"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--check-config"));
     assert!(!out.status.success(), "an unknown key was accepted");
 }

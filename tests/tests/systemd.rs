@@ -53,13 +53,20 @@ fn verify_check_catches_broken_units() {
     assert!(!v.clean(), "a bad Restart= value went unnoticed");
 
     let unknown = dir.path().join("unknown.service");
-    let text = unit_text("rq-worker.service").replace("[Service]", "[Service]\nProtectEverything=yes");
+    let text =
+        unit_text("rq-worker.service").replace("[Service]", "[Service]\nProtectEverything=yes");
     std::fs::write(&unknown, text).unwrap();
-    assert!(!verify_units(&[unknown]).clean(), "an unknown key went unnoticed");
+    assert!(
+        !verify_units(&[unknown]).clean(),
+        "an unknown key went unnoticed"
+    );
 
     let timer = dir.path().join("broken.timer");
     std::fs::write(&timer, "[Timer]\nOnCalendar=dayly\n").unwrap();
-    assert!(!verify_units(&[timer]).clean(), "a broken timer went unnoticed");
+    assert!(
+        !verify_units(&[timer]).clean(),
+        "a broken timer went unnoticed"
+    );
 }
 
 #[test]
@@ -68,19 +75,45 @@ fn daemon_units_notify_watchdog_reload_and_restart() {
         let name = format!("{d}.service");
         let t = unit_text(&name);
         assert_eq!(unit_values(&t, "Type"), ["notify"], "{name}: Type");
-        assert_eq!(unit_values(&t, "NotifyAccess"), ["main"], "{name}: NotifyAccess");
-        assert!(!unit_values(&t, "WatchdogSec").is_empty(), "{name}: WatchdogSec");
-        assert_eq!(unit_values(&t, "ExecReload"), ["/bin/kill -HUP $MAINPID"], "{name}: ExecReload");
-        assert_eq!(unit_values(&t, "Restart"), ["on-failure"], "{name}: Restart");
-        assert_eq!(unit_values(&t, "ProtectSystem"), ["strict"], "{name}: ProtectSystem");
-        assert_eq!(unit_values(&t, "NoNewPrivileges"), ["yes"], "{name}: NoNewPrivileges");
+        assert_eq!(
+            unit_values(&t, "NotifyAccess"),
+            ["main"],
+            "{name}: NotifyAccess"
+        );
+        assert!(
+            !unit_values(&t, "WatchdogSec").is_empty(),
+            "{name}: WatchdogSec"
+        );
+        assert_eq!(
+            unit_values(&t, "ExecReload"),
+            ["/bin/kill -HUP $MAINPID"],
+            "{name}: ExecReload"
+        );
+        assert_eq!(
+            unit_values(&t, "Restart"),
+            ["on-failure"],
+            "{name}: Restart"
+        );
+        assert_eq!(
+            unit_values(&t, "ProtectSystem"),
+            ["strict"],
+            "{name}: ProtectSystem"
+        );
+        assert_eq!(
+            unit_values(&t, "NoNewPrivileges"),
+            ["yes"],
+            "{name}: NoNewPrivileges"
+        );
         let exec = unit_values(&t, "ExecStart");
         assert!(
-            exec.len() == 1 && exec[0].starts_with(&format!("/usr/bin/{d} --config /etc/forge/{d}.toml")),
+            exec.len() == 1
+                && exec[0].starts_with(&format!("/usr/bin/{d} --config /etc/forge/{d}.toml")),
             "{name}: ExecStart {exec:?}"
         );
         assert!(
-            unit_values(&t, "ExecStartPre").iter().any(|e| e.ends_with("--check-config")),
+            unit_values(&t, "ExecStartPre")
+                .iter()
+                .any(|e| e.ends_with("--check-config")),
             "{name}: the configuration is checked before start"
         );
         let caps = unit_values(&t, "CapabilityBoundingSet");
@@ -88,13 +121,21 @@ fn daemon_units_notify_watchdog_reload_and_restart() {
             // Binds port 80/443: that capability and nothing else.
             "dynamicproxy" => {
                 assert_eq!(caps, ["CAP_NET_BIND_SERVICE"], "{name}");
-                assert_eq!(unit_values(&t, "AmbientCapabilities"), ["CAP_NET_BIND_SERVICE"], "{name}");
+                assert_eq!(
+                    unit_values(&t, "AmbientCapabilities"),
+                    ["CAP_NET_BIND_SERVICE"],
+                    "{name}"
+                );
                 assert_eq!(unit_values(&t, "User"), ["forge"], "{name}");
             }
             // Becomes tool users through sudo: root, with only the
             // identity-changing capabilities.
             "webservicemonitor" => {
-                assert_eq!(caps, ["CAP_SETUID CAP_SETGID CAP_DAC_READ_SEARCH"], "{name}");
+                assert_eq!(
+                    caps,
+                    ["CAP_SETUID CAP_SETGID CAP_DAC_READ_SEARCH"],
+                    "{name}"
+                );
                 assert_eq!(unit_values(&t, "AmbientCapabilities"), [""], "{name}");
             }
             _ => {
@@ -111,7 +152,11 @@ fn timers_are_daily_persistent_and_failures_are_handled() {
         let timer = unit_text(&format!("{job}.timer"));
         assert_eq!(unit_values(&timer, "OnCalendar"), ["daily"], "{job}.timer");
         assert_eq!(unit_values(&timer, "Persistent"), ["true"], "{job}.timer");
-        assert_eq!(unit_values(&timer, "WantedBy"), ["timers.target"], "{job}.timer");
+        assert_eq!(
+            unit_values(&timer, "WantedBy"),
+            ["timers.target"],
+            "{job}.timer"
+        );
         let service = unit_text(&format!("{job}.service"));
         assert_eq!(unit_values(&service, "Type"), ["oneshot"], "{job}.service");
         assert_eq!(
@@ -162,7 +207,9 @@ fn every_daemon_unit_rates_at_most_2_5_and_docs_record_it() {
         }
         let row = format!("| `{name}` | {e:.1} |");
         if !docs.contains(&row) {
-            problems.push(format!("docs/deployment.md lacks the row {row:?} (update the table)"));
+            problems.push(format!(
+                "docs/deployment.md lacks the row {row:?} (update the table)"
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -184,7 +231,8 @@ fn job_status_script_exports_success_and_failure_times() {
         )
     };
     status("success");
-    let prom = std::fs::read_to_string(textfile.join("forge_job_idm-web-expire-signups.prom")).unwrap();
+    let prom =
+        std::fs::read_to_string(textfile.join("forge_job_idm-web-expire-signups.prom")).unwrap();
     let value = |metric: &str, text: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with(&format!("{metric}{{job=\"idm-web-expire-signups\"}} ")))
@@ -197,8 +245,12 @@ fn job_status_script_exports_success_and_failure_times() {
 
     let out = status("failure");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.starts_with("<2>forge job idm-web-expire-signups FAILED"), "{said}");
-    let prom = std::fs::read_to_string(textfile.join("forge_job_idm-web-expire-signups.prom")).unwrap();
+    assert!(
+        said.starts_with("<2>forge job idm-web-expire-signups FAILED"),
+        "{said}"
+    );
+    let prom =
+        std::fs::read_to_string(textfile.join("forge_job_idm-web-expire-signups.prom")).unwrap();
     assert!(value("forge_job_last_failure_timestamp_seconds", &prom) > 1_600_000_000);
     assert!(value("forge_job_last_success_timestamp_seconds", &prom) > 1_600_000_000);
     // No leftovers from the atomic rename.

@@ -24,6 +24,10 @@
 # @param routes_startup While Redis is unreachable at start: `snapshot`
 #   (serve the last good table from disk) or `wait`.
 # @param snapshot_path Where the route snapshot is kept.
+# @param routes_redis_url The Redis dynamicproxy reads routes from: the
+#   local instance, a replica that follows the master (its keyspace
+#   notifications include replicated writes), so each proxy keeps its routes
+#   whatever happens to the other proxy host. Not through Sentinel.
 # @param dynamicproxy_settings Further dynamicproxy keys.
 # @param registration_listen proxylistener's registration listener.
 # @param registration_admin_listen proxylistener's admin listener.
@@ -47,6 +51,7 @@ class forge::proxy (
   String[1] $proxy_admin_listen = '0.0.0.0:8081',
   Enum['wait', 'snapshot'] $routes_startup = 'snapshot',
   String[1] $snapshot_path = '/var/lib/forge/dynamicproxy/routes.snapshot',
+  String[1] $routes_redis_url = 'redis://127.0.0.1:6379',
   Hash $dynamicproxy_settings = {},
   String[1] $registration_listen = '0.0.0.0:8282',
   String[1] $registration_admin_listen = '127.0.0.1:9282',
@@ -77,7 +82,10 @@ class forge::proxy (
           'startup'       => $routes_startup,
           'snapshot_path' => $snapshot_path,
         },
-        'redis'            => $forge::redis_settings,
+        'redis'            => $forge::redis_settings + {
+          'url'       => $routes_redis_url,
+          'sentinels' => [],
+        },
         'log'              => $forge::log_settings,
     }, $dynamicproxy_settings),
   }
