@@ -238,8 +238,10 @@ fn idm_role_compiles() {
             "{secret} leaked into idm-web.toml:\n{conf}"
         );
     }
-    // idm-web re-reads its configuration only at start: a change restarts it.
+    // idm-web and rq-worker read their configuration only at start: a
+    // change restarts them.
     assert!(r["Service[idm-web.service]"].get("restart").is_none());
+    assert!(r["Service[rq-worker.service]"].get("restart").is_none());
 }
 
 #[test]

@@ -45,9 +45,11 @@
 # @param expire_signups_days Age in days after which unactivated signups go.
 # @param textfile_dir The node exporter's textfile directory, where the
 #   timers' last success and failure times are exported.
-# @param config_change What a changed config file does: idm-web reads its
-#   configuration at start only, so `restart` (safe: sessions live in the
-#   database) is the default; rq-worker is reloaded.
+# @param config_change What a changed config file does to idm-web and
+#   rq-worker: both read their configuration at start (SIGHUP only changes
+#   rq-worker's log filter), so `restart` is the default, which is safe:
+#   idm-web's sessions live in the database, rq-worker finishes or hands back
+#   running jobs.
 class forge::idm (
   String[1] $public_base_url,
   String[1] $http_listen = '127.0.0.1:8000',
@@ -169,8 +171,10 @@ class forge::idm (
     }, $idm_web_settings),
   }
 
+  # rq-worker applies only its log filter on SIGHUP: a changed file restarts
+  # it (safe: running jobs finish or are handed back to their queues).
   forge::daemon { 'rq-worker':
-    config_change => 'reload',
+    config_change => $config_change,
     settings      => forge::deep_merge({
         'worker' => {
           'queues'      => $worker_queues,
