@@ -3,6 +3,8 @@
 //! and purged from a scratch root cleanly (maintainer scripts included); the
 //! default configurations it ships pass each daemon's `--check-config`.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -3,6 +3,8 @@
 //! a real host), and the configuration files it renders pass each daemon's
 //! own `--check-config`.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

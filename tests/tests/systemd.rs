@@ -4,6 +4,8 @@
 //! watchdog, reload and restart policy, and the timers' failure handling and
 //! last-success export work.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 use std::process::Command;
 
 use forge_deploy_tests::{
