@@ -60,6 +60,44 @@ pub fn pick_target<'a>(to: &str, replicas: &'a [(String, String)]) -> anyhow::Re
     }
 }
 
+/// Waits until every replica in `replicas` has applied everything the (write-
+/// paused) master `old` has (`master_repl_offset`); returns them.
+async fn catch_up(
+    redis: &forge_core::redis::RedisSettings,
+    old: &Client,
+    replicas: &[String],
+    within: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let info: String = old.info(Some(fred::types::InfoKind::Replication)).await?;
+    let target = info_field(&info, "master_repl_offset").unwrap_or(0);
+    let deadline = Instant::now() + within;
+    for r in replicas {
+        let c = direct(redis, r).await?;
+        loop {
+            let info: String = c.info(Some(fred::types::InfoKind::Replication)).await?;
+            let at = info_field(&info, "slave_repl_offset").unwrap_or(0);
+            if at >= target {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "replica {r} is at offset {at}, the master at {target}, after {within:?}; not failing over"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = c.quit().await;
+    }
+    Ok(replicas.to_vec())
+}
+
+/// A numeric field of `INFO` output.
+fn info_field(info: &str, name: &str) -> Option<i64> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Performs the failover and waits for every daemon; progress to `out`.
 pub async fn failover(
     config: &Config,
@@ -80,6 +118,7 @@ pub async fn failover(
 
     // --to: all other replicas become unpromotable for the duration.
     let mut restore: Vec<(String, String)> = Vec::new();
+    let mut restore_target: Option<String> = None;
     if let Some(to) = to {
         let replicas = sentinel_replicas(&sentinel, &redis.service_name).await?;
         let target = pick_target(to, &replicas)?.to_owned();
@@ -110,11 +149,36 @@ pub async fn failover(
             let _ = c.quit().await;
         }
         writeln!(out, "promoting {target}")?;
+        restore_target = Some(target);
     }
 
     let started = Instant::now();
     let started_unix = unix_now();
+    // Writes on the old master are paused for the switch (they wait, then
+    // fail with READONLY once it is a replica) so nothing lands on it after
+    // the promotion, and the replicas catch up with it before Sentinel picks
+    // one: an acknowledged write cannot be left behind.
+    let old = direct(redis, &old_master).await?;
+    let pause_ms = (timeout.as_millis() as u64).clamp(1000, 15_000);
+    raw(&old, "CLIENT", &["PAUSE", &pause_ms.to_string(), "WRITE"])
+        .await
+        .context("pausing writes on the old master")?;
     let result = async {
+        let candidates: Vec<String> = match to {
+            Some(_) => restore_target.iter().cloned().collect(),
+            None => sentinel_replicas(&sentinel, &redis.service_name)
+                .await?
+                .into_iter()
+                .filter(|(_, f)| !f.contains("down") && !f.contains("disconnected"))
+                .map(|(a, _)| a)
+                .collect(),
+        };
+        let caught_up = catch_up(redis, &old, &candidates, Duration::from_secs(5)).await?;
+        writeln!(
+            out,
+            "replicas caught up with the old master: {}",
+            caught_up.join(", ")
+        )?;
         raw(&sentinel, "SENTINEL", &["FAILOVER", &redis.service_name])
             .await
             .context("SENTINEL FAILOVER")?;
@@ -132,6 +196,23 @@ pub async fn failover(
         }
     }
     .await;
+    // Demote the old master at once (Sentinel would only do it seconds
+    // later), drop its clients so they ask Sentinel again, end the pause.
+    if let Ok(new_master) = &result
+        && let Some((ip, port)) = new_master.rsplit_once(':')
+        && let Err(e) = raw(&old, "REPLICAOF", &[ip, port]).await
+    {
+        writeln!(
+            out,
+            "WARNING: could not make {old_master} a replica of {new_master}: {e}"
+        )?;
+    }
+    let _ = raw(&old, "CLIENT", &["UNPAUSE"]).await;
+    if result.is_ok() {
+        let _ = raw(&old, "CLIENT", &["KILL", "TYPE", "normal", "SKIPME", "yes"]).await;
+        let _ = raw(&old, "CLIENT", &["KILL", "TYPE", "pubsub", "SKIPME", "yes"]).await;
+    }
+    let _ = old.quit().await;
     let promoted_after = started.elapsed();
     for (addr, prio) in &restore {
         match direct(redis, addr).await {
@@ -165,8 +246,29 @@ pub async fn failover(
     }
 
     // Every daemon on the new master.
+    let mut last_waiting = String::new();
     loop {
         let report = collect(config).await;
+        let waiting: Vec<String> = report
+            .rows
+            .iter()
+            .filter(|r| r.redis_master != new_master || r.redis_role == "unreachable")
+            .map(|r| {
+                format!(
+                    "{}/{} ({} {})",
+                    r.host, r.daemon, r.redis_role, r.redis_master
+                )
+            })
+            .collect();
+        let waiting = waiting.join(", ");
+        if !waiting.is_empty() && waiting != last_waiting {
+            writeln!(
+                out,
+                "{} ms: waiting for {waiting}",
+                started.elapsed().as_millis()
+            )?;
+            last_waiting = waiting;
+        }
         let converged = report.rows.iter().all(|r| {
             r.redis_master == new_master
                 && r.redis_role != "unreachable"

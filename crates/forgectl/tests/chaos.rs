@@ -1,0 +1,829 @@
+//! The chaos test of forge's high availability (issue "no single point of
+//! failure"), on loopback with real servers and the real daemons in-process:
+//!
+//! * 3 redis-server (1 master, 2 replicas) + 3 Sentinels (quorum 2);
+//! * 2 dynamicproxy (A follows the master through Sentinel, B reads its
+//!   "local" replica with `routes.read_url`), 2 proxylistener (both accept
+//!   registrations, `WAIT` for 1 replica), an rq worker, and two contenders
+//!   for a lease;
+//! * registrars registering/unregistering continuously through both
+//!   listeners, an enqueuer with durable enqueue, traffic for already
+//!   registered tools through both proxies.
+//!
+//! Then the master is killed with SIGKILL. Must hold: every acknowledged
+//! change is present afterwards; cached routes are served without one error;
+//! registrations fail cleanly (`fail:`) during the switch and succeed again
+//! within 10 s; `forgectl status` shows every daemon on the new master. Then
+//! the old master is restarted: it rejoins as a replica and the three
+//! servers' data converge (`DEBUG DIGEST`). Finally `forgectl failover --to`
+//! moves the master back to it and waits for every daemon.
+//!
+//! The measured figures are printed (`CHAOS FIGURES`) and recorded in
+//! docs/ha.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use forge_core::lease::Lease;
+use forge_core::redis::RedisSettings;
+use forge_core::{Reloadable, Shutdown, StatusBoard, admin};
+use forge_rq::{EnqueueOptions, HandlerRegistry, Queue, Worker, WorkerSettings};
+use forge_test_support::{IdentAnswer, Identd, RedisServer, SentinelServer};
+use forgectl::Config;
+use forgectl::config::Host;
+use fred::prelude::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SERVICE: &str = "forge";
+const STATIC_TOOLS: usize = 4;
+const REGISTRARS: usize = 4;
+
+/// A backend answering every request with its name.
+async fn named_backend(name: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                break;
+            };
+            let n = name.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let n = n.clone();
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn sentinel_settings(sentinels: &[SentinelServer]) -> RedisSettings {
+    RedisSettings {
+        sentinels: sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect(),
+        service_name: SERVICE.into(),
+        command_timeout_ms: 500,
+        connect_timeout_ms: 500,
+        ..Default::default()
+    }
+}
+
+/// One registration request; the reply line, or `ERROR …` when the exchange
+/// itself failed (never expected: that would be an unclean failure).
+async fn registration(
+    listener: SocketAddr,
+    identd: &Identd,
+    tool: &str,
+    request: String,
+) -> String {
+    let exchange = async {
+        let mut s = TcpStream::connect(listener).await?;
+        identd.answer_for(
+            s.local_addr()?.port(),
+            IdentAnswer::User(format!("tools.{tool}")),
+        );
+        s.write_all(request.as_bytes()).await?;
+        s.shutdown().await?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&reply).trim().to_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => format!("ERROR {e}"),
+        Err(_) => "ERROR no reply within 10 s".into(),
+    }
+}
+
+/// What one registrar did to its tool.
+#[derive(Debug, Default)]
+struct ToolLog {
+    /// The state after the last acknowledged change (`None` = unregistered);
+    /// `None` outer: nothing acknowledged yet.
+    acked: Option<Option<String>>,
+    /// States of changes attempted after it that were not acknowledged (they
+    /// may or may not have been applied).
+    unacked_after: Vec<Option<String>>,
+}
+
+/// Outcome of one registration, for the window figures.
+#[derive(Debug, Clone)]
+struct Attempt {
+    at: Instant,
+    ok: bool,
+    clean: bool,
+    reply: String,
+}
+
+async fn role_of(addr: &str) -> (String, String, bool) {
+    let c = RedisSettings::for_url(&format!("redis://{addr}"))
+        .client()
+        .unwrap();
+    if c.init().await.is_err() {
+        return ("down".into(), String::new(), false);
+    }
+    let v = forge_core::redis::master_view(&c).await;
+    let _ = c.quit().await;
+    match v {
+        Ok(v) => (v.role, v.master, v.replicas_or_link == 1),
+        Err(_) => ("down".into(), String::new(), false),
+    }
+}
+
+async fn digest(addr: &str) -> Option<String> {
+    let c = RedisSettings::for_url(&format!("redis://{addr}"))
+        .client()
+        .ok()?;
+    c.init().await.ok()?;
+    let d: Option<String> = c.custom(fred::cmd!("DEBUG"), vec!["DIGEST"]).await.ok();
+    let _ = c.quit().await;
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_the_master_under_load() {
+    let test_started = Instant::now();
+    // --- Redis: 1 master, 2 replicas, 3 Sentinels -------------------------
+    let mut r0 = RedisServer::start().await.expect("redis-server");
+    let r1 = RedisServer::builder()
+        .replica_of("127.0.0.1", r0.port())
+        .start()
+        .await
+        .unwrap();
+    let r2 = RedisServer::builder()
+        .replica_of("127.0.0.1", r0.port())
+        .start()
+        .await
+        .unwrap();
+    let addr = |r: &RedisServer| format!("127.0.0.1:{}", r.port());
+    let (a0, a1, a2) = (addr(&r0), addr(&r1), addr(&r2));
+    // Replicas connected before the Sentinels look.
+    for a in [&a1, &a2] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !role_of(a).await.2 {
+            assert!(Instant::now() < deadline, "replica {a} never linked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            SentinelServer::builder(SERVICE, "127.0.0.1", r0.port())
+                .quorum(2)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let redis = sentinel_settings(&sentinels);
+    // Sentinels have discovered both replicas and each other.
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let c = RedisSettings::for_url(&sentinels[0].url())
+                .client()
+                .unwrap();
+            c.init().await.unwrap();
+            let reps = forgectl::redis::sentinel_replicas(&c, SERVICE)
+                .await
+                .unwrap_or_default();
+            let sens: Vec<fred::types::Value> = c
+                .custom(fred::cmd!("SENTINEL"), vec!["SENTINELS", SERVICE])
+                .await
+                .unwrap_or_default();
+            let _ = c.quit().await;
+            if reps.len() == 2 && sens.len() == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinels never discovered the topology"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let shutdown = Shutdown::new();
+    let identd = Arc::new(
+        Identd::start(IdentAnswer::Error("NO-USER".into()))
+            .await
+            .unwrap(),
+    );
+
+    // --- 2 proxylisteners (each host runs one) ----------------------------
+    let mut listener_addrs = Vec::new();
+    let mut listener_admins = Vec::new();
+    for host in ["a", "b"] {
+        let mut config = proxylistener::Config::default();
+        config.listen = "127.0.0.1:0".into();
+        config.ident.port = identd.port();
+        config.redis = redis.clone();
+        config.durability.min_replicas = 1;
+        config.durability.timeout_ms = 500;
+        let store = proxylistener::RouteStore::connect(&config.redis).unwrap();
+        assert!(store.wait_connected(Duration::from_secs(10)).await);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener_addrs.push(listener.local_addr().unwrap());
+        let admin_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener_admins.push(format!("http://{}", admin_l.local_addr().unwrap()));
+        // As proxylistener's main.rs wires it.
+        let board = StatusBoard::new(
+            "proxylistener",
+            forge_core::VERSION,
+            &forge_core::config::generation_of(&config),
+        );
+        board.set_field("host", host);
+        tokio::spawn(admin::serve(
+            admin_l,
+            admin::router(board.clone()),
+            shutdown.clone(),
+        ));
+        proxylistener::spawn_health_check(
+            board.clone(),
+            store.clone(),
+            Duration::from_millis(300),
+            shutdown.clone(),
+        );
+        let probe = config.redis.client().unwrap();
+        drop(probe.connect());
+        forge_core::redis::report_master(
+            probe,
+            board,
+            Duration::from_millis(300),
+            shutdown.clone(),
+        );
+        tokio::spawn(proxylistener::run(
+            listener,
+            proxylistener::Context {
+                config: Reloadable::new(config),
+                store,
+            },
+            shutdown.clone(),
+        ));
+    }
+
+    // --- static tools with backends, registered before the chaos ----------
+    let mut static_tools = Vec::new();
+    for i in 0..STATIC_TOOLS {
+        let tool = format!("static{i}");
+        let backend = named_backend(tool.clone()).await;
+        let reply = registration(
+            listener_addrs[i % 2],
+            &identd,
+            &tool,
+            format!("register\n.*\nhttp://{backend}\n"),
+        )
+        .await;
+        assert_eq!(reply, "ok", "registering {tool}");
+        static_tools.push(tool);
+    }
+    let default_backend = named_backend("default".into()).await;
+
+    // --- 2 dynamicproxies --------------------------------------------------
+    let mut proxy_addrs = Vec::new();
+    let mut proxy_admins = Vec::new();
+    for read_url in [None, Some(r2.url())] {
+        let mut c = dynamicproxy::Config {
+            default_upstream: Some(
+                forge_core::BackendUrl::parse(&format!("http://{default_backend}")).unwrap(),
+            ),
+            domains: vec!["toolforge.org".into()],
+            ..Default::default()
+        };
+        c.redis = redis.clone();
+        c.routes.read_url = read_url;
+        c.routes.health_interval_ms = 200;
+        c.routes.resync_interval_ms = 1000;
+        c.upstream.connect_timeout_ms = 1000;
+        c.server.drain_timeout_ms = 1000;
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        proxy_addrs.push(http.local_addr().unwrap());
+        proxy_admins.push(format!("http://{}", admin_l.local_addr().unwrap()));
+        tokio::spawn(dynamicproxy::run(
+            dynamicproxy::Listeners {
+                http,
+                admin: admin_l,
+                https: None,
+            },
+            c,
+            shutdown.clone(),
+        ));
+    }
+
+    // --- the rq worker and two lease contenders ----------------------------
+    let worker_shutdown = Shutdown::new();
+    let worker_admin_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let worker_admin = format!("http://{}", worker_admin_l.local_addr().unwrap());
+    {
+        let settings = WorkerSettings {
+            queues: vec!["default".into()],
+            heartbeat_interval_ms: 500,
+            drain_timeout_secs: 2,
+            ..Default::default()
+        };
+        let board = StatusBoard::new("rq-worker", forge_core::VERSION, "chaos");
+        tokio::spawn(admin::serve(
+            worker_admin_l,
+            admin::router(board.clone()),
+            worker_shutdown.clone(),
+        ));
+        let probe = redis.client().unwrap();
+        drop(probe.connect());
+        forge_core::redis::report_master(
+            probe,
+            board.clone(),
+            Duration::from_millis(300),
+            worker_shutdown.clone(),
+        );
+        let worker = Worker::new(settings, redis.clone(), HandlerRegistry::with_builtins())
+            .unwrap()
+            .with_status_board(board);
+        tokio::spawn(worker.run(worker_shutdown.clone()));
+    }
+    let mut lease_holders = Vec::new();
+    for host in ["host-a", "host-b"] {
+        let c = redis.client().unwrap();
+        drop(c.connect());
+        let (rx, _task) = Lease::new("idm-timers", host, Duration::from_millis(1500)).keep(
+            c,
+            None,
+            shutdown.clone(),
+        );
+        lease_holders.push(rx);
+    }
+
+    // --- forgectl's view ---------------------------------------------------
+    let ctl = Config {
+        hosts: vec![
+            Host {
+                name: "host-a".into(),
+                admin: vec![
+                    proxy_admins[0].clone(),
+                    listener_admins[0].clone(),
+                    worker_admin.clone(),
+                ],
+            },
+            Host {
+                name: "host-b".into(),
+                admin: vec![proxy_admins[1].clone(), listener_admins[1].clone()],
+            },
+        ],
+        redis: redis.clone(),
+        status: forgectl::config::StatusSettings {
+            timeout_ms: 2000,
+            stale_after_s: 30,
+            // the two test hosts deliberately run different configurations
+            compare_generations: false,
+        },
+        ..Default::default()
+    };
+    let converged = |want: String| {
+        let ctl = ctl.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(25);
+            loop {
+                let report = forgectl::collect(&ctl).await;
+                if report.all_on(&want) && report.problem_count() == 0 {
+                    return report;
+                }
+                if Instant::now() > deadline {
+                    let mut out = Vec::new();
+                    forgectl::status::render(&report, &mut out).unwrap();
+                    panic!(
+                        "daemons never all agreed on {want}:\n{}",
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let before = converged(a0.clone()).await;
+    let mut table = Vec::new();
+    forgectl::status::render(&before, &mut table).unwrap();
+    eprintln!("before:\n{}", String::from_utf8_lossy(&table));
+
+    // --- load ----------------------------------------------------------------
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let logs: Arc<Mutex<BTreeMap<String, ToolLog>>> = Arc::default();
+    let mut load = Vec::new();
+    for i in 0..REGISTRARS {
+        let (stop, attempts, logs, identd) =
+            (stop.clone(), attempts.clone(), logs.clone(), identd.clone());
+        let listeners = listener_addrs.clone();
+        load.push(tokio::spawn(async move {
+            let tool = format!("churn{i}");
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                // alternate listeners; register a new backend, every third
+                // step unregister
+                let listener = listeners[(n as usize + i) % listeners.len()];
+                let (request, intended) = if n % 3 == 0 {
+                    ("unregister\n.*\n".to_owned(), None)
+                } else {
+                    let url = format!("http://127.0.0.1:{}", 20000 + (n % 5000));
+                    (format!("register\n.*\n{url}\n"), Some(url))
+                };
+                let reply = registration(listener, &identd, &tool, request).await;
+                let ok = reply == "ok";
+                let clean = ok || reply.starts_with("fail:");
+                {
+                    let mut l = logs.lock().unwrap();
+                    let log = l.entry(tool.clone()).or_default();
+                    if ok {
+                        log.acked = Some(intended);
+                        log.unacked_after.clear();
+                    } else {
+                        log.unacked_after.push(intended);
+                    }
+                }
+                attempts.lock().unwrap().push(Attempt {
+                    at: Instant::now(),
+                    ok,
+                    clean,
+                    reply,
+                });
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }));
+    }
+    let requests = Arc::new(AtomicU64::new(0));
+    let request_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    for proxy in proxy_addrs.clone() {
+        let (stop, requests, errors, tools) = (
+            stop.clone(),
+            requests.clone(),
+            request_errors.clone(),
+            static_tools.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let tool = &tools[n % tools.len()];
+                n += 1;
+                let req = Request::get(format!("http://{proxy}/"))
+                    .header("host", format!("{tool}.toolforge.org"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let outcome =
+                    match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
+                        Ok(Ok(resp)) => {
+                            let status = resp.status();
+                            let body = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            if status.is_success() && body == tool.as_bytes() {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "{proxy} {tool}: {status} {}",
+                                    String::from_utf8_lossy(&body)
+                                ))
+                            }
+                        }
+                        Ok(Err(e)) => Err(format!("{proxy} {tool}: {e}")),
+                        Err(_) => Err(format!("{proxy} {tool}: timeout")),
+                    };
+                requests.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = outcome {
+                    errors.lock().unwrap().push(e);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let acked_jobs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let job_failures = Arc::new(AtomicU64::new(0));
+    {
+        let (stop, acked, failures) = (stop.clone(), acked_jobs.clone(), job_failures.clone());
+        let pool = redis.pool().unwrap();
+        drop(pool.connect_pool());
+        pool.wait_for_connect().await.unwrap();
+        let queue = Queue::new(pool, "default").with_min_replicas(1, Duration::from_millis(500));
+        load.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match queue
+                    .enqueue(
+                        "forge.echo",
+                        vec![serde_json::json!(n)],
+                        EnqueueOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(id) => acked.lock().unwrap().push(id),
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    let lease_overlap = Arc::new(AtomicU64::new(0));
+    {
+        let (stop, overlap, holders) = (stop.clone(), lease_overlap.clone(), lease_holders.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if holders.iter().filter(|h| *h.borrow()).count() > 1 {
+                    overlap.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_kill = attempts.lock().unwrap().len();
+    assert!(
+        attempts.lock().unwrap().iter().all(|a| a.ok),
+        "registrations failed before the kill: {:?}",
+        attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| !a.ok)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+
+    // --- kill -9 the master --------------------------------------------------
+    let killed_at = Instant::now();
+    r0.kill().unwrap();
+    eprintln!("killed the master {a0}");
+
+    // Wait for the Sentinels to promote a replica…
+    let new_master = loop {
+        if let Ok(views) = forgectl::redis::sentinel_views(&redis).await
+            && let Ok(m) = forgectl::redis::agreed_master(&views)
+            && m != a0
+        {
+            break m;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let promoted_after = killed_at.elapsed();
+    assert!(
+        new_master == a1 || new_master == a2,
+        "promoted {new_master}"
+    );
+    eprintln!("sentinels promoted {new_master} after {promoted_after:?}");
+    // …and for registrations to succeed again (5 s of clean run after the
+    // first success following the last failure).
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let a = attempts.lock().unwrap();
+        let last_fail = a.iter().rposition(|x| !x.ok);
+        let good_since = match last_fail {
+            Some(i) => a[i + 1..].first().map(|x| x.at),
+            None => a[before_kill..].first().map(|x| x.at),
+        };
+        if good_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(40),
+            "registrations never recovered"
+        );
+    }
+    let after = converged(new_master.clone()).await;
+    let converged_after = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let mut table = Vec::new();
+    forgectl::status::render(&after, &mut table).unwrap();
+    eprintln!("after:\n{}", String::from_utf8_lossy(&table));
+
+    // --- what held -----------------------------------------------------------
+    let attempts = attempts.lock().unwrap().clone();
+    let unclean: Vec<&Attempt> = attempts.iter().filter(|a| !a.clean).collect();
+    assert!(unclean.is_empty(), "unclean replies: {unclean:?}");
+    let after_kill: Vec<&Attempt> = attempts.iter().filter(|a| a.at >= killed_at).collect();
+    let failed: Vec<&Attempt> = after_kill.iter().copied().filter(|a| !a.ok).collect();
+    let first_fail = failed.first().map(|a| a.at.duration_since(killed_at));
+    let last_fail = failed.last().map(|a| a.at.duration_since(killed_at));
+    let recovered = match failed.last() {
+        Some(l) => after_kill
+            .iter()
+            .find(|a| a.ok && a.at > l.at)
+            .map(|a| a.at.duration_since(killed_at)),
+        None => Some(Duration::ZERO),
+    };
+    let recovered = recovered.expect("a success after the last failure");
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &failed {
+        let key: String = f.reply.chars().take(60).collect();
+        *reasons.entry(key).or_default() += 1;
+    }
+
+    // zero acknowledged registrations lost
+    let db = RedisSettings::for_url(&format!("redis://{new_master}"))
+        .client()
+        .unwrap();
+    db.init().await.unwrap();
+    let mut lost = Vec::new();
+    for (tool, log) in logs.lock().unwrap().iter() {
+        let now: Option<String> = db.hget(format!("prefix:{tool}"), ".*").await.unwrap();
+        if let Some(acked) = &log.acked
+            && now != *acked
+            && !log.unacked_after.contains(&now)
+        {
+            lost.push(format!("{tool}: acked {acked:?}, found {now:?}"));
+        }
+    }
+    let acked_jobs = acked_jobs.lock().unwrap().clone();
+    for id in &acked_jobs {
+        let exists: bool = db.exists(format!("rq:job:{id}")).await.unwrap();
+        if !exists {
+            lost.push(format!("job {id}"));
+        }
+    }
+    let requests = requests.load(Ordering::Relaxed);
+    let request_errors = request_errors.lock().unwrap().clone();
+
+    eprintln!(
+        "CHAOS FIGURES\n\
+         killed master {a0}; promoted {new_master} after {promoted_after:?}\n\
+         registrations: {} in all, {} after the kill, {} ok, {} failed cleanly (fail:), {} unclean\n\
+         failure reasons: {reasons:?}\n\
+         first failure {first_fail:?} after the kill, last failure {last_fail:?}; registrations succeed again {recovered:?} after the kill\n\
+         every daemon on the new master (forgectl status clean) {converged_after:?} after the kill\n\
+         proxied requests for registered tools: {requests}, errors {}\n\
+         durable enqueues: {} acknowledged, {} refused; lost {}\n\
+         lease overlap samples: {}\n",
+        attempts.len(),
+        after_kill.len(),
+        after_kill.iter().filter(|a| a.ok).count(),
+        failed.len(),
+        unclean.len(),
+        request_errors.len(),
+        acked_jobs.len(),
+        job_failures.load(Ordering::Relaxed),
+        lost.len(),
+        lease_overlap.load(Ordering::Relaxed),
+    );
+    assert!(lost.is_empty(), "acknowledged changes lost: {lost:?}");
+    assert!(
+        request_errors.is_empty(),
+        "cached routes not served: {:?}",
+        &request_errors[..request_errors.len().min(5)]
+    );
+    assert!(
+        recovered <= Duration::from_secs(10),
+        "registrations succeeded again only {recovered:?} after the kill"
+    );
+    assert!(
+        requests > 100,
+        "too little traffic to mean anything: {requests}"
+    );
+    assert_eq!(
+        lease_holders.iter().filter(|h| *h.borrow()).count(),
+        1,
+        "exactly one lease holder after the failover"
+    );
+
+    // `forgectl status`, the binary: exit 0, the new master named.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("forgectl.toml");
+    let mut text = String::new();
+    for h in &ctl.hosts {
+        text.push_str(&format!(
+            "[[hosts]]\nname = \"{}\"\nadmin = [{}]\n\n",
+            h.name,
+            h.admin
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    text.push_str(&format!(
+        "[redis]\nsentinels = [{}]\nservice_name = \"{SERVICE}\"\n\n[status]\ncompare_generations = false\n",
+        redis.sentinels.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    ));
+    std::fs::write(&conf, text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_forgectl");
+    let conf_s = conf.to_string_lossy().into_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["--config", &conf_s, "status"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "forgectl status: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("master {new_master}")), "{stdout}");
+
+    // --- the old master comes back: a replica, nothing diverges -------------
+    r0.restart().await.unwrap();
+    let restarted_at = Instant::now();
+    loop {
+        let (role, master, link) = role_of(&a0).await;
+        if role == "replica" && master == new_master && link {
+            break;
+        }
+        assert!(
+            restarted_at.elapsed() < Duration::from_secs(30),
+            "old master did not rejoin as a replica of {new_master}: {role} {master} {link}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rejoined_after = restarted_at.elapsed();
+    // Quiesce writers (the worker heartbeats), then compare the data sets.
+    worker_shutdown.trigger();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ds = [digest(&a0).await, digest(&a1).await, digest(&a2).await];
+        if ds[0].is_some() && ds.iter().all(|d| *d == ds[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "data diverged: {ds:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "old master {a0} rejoined as a replica after {rejoined_after:?}; all three digests equal"
+    );
+
+    // --- `forgectl failover --to` the old master ----------------------------
+    let ctl_back = Config {
+        hosts: vec![
+            Host {
+                name: "host-a".into(),
+                admin: vec![proxy_admins[0].clone(), listener_admins[0].clone()],
+            },
+            Host {
+                name: "host-b".into(),
+                admin: vec![proxy_admins[1].clone(), listener_admins[1].clone()],
+            },
+        ],
+        failover: forgectl::config::FailoverSettings {
+            timeout_s: 30,
+            poll_ms: 200,
+        },
+        ..ctl.clone()
+    };
+    let mut out = Vec::new();
+    let outcome = forgectl::failover(&ctl_back, Some(&a0), &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("failover: {e:#}\n{}", String::from_utf8_lossy(&out)));
+    eprintln!("{}", String::from_utf8_lossy(&out));
+    assert_eq!(outcome.new_master, a0);
+    assert_eq!(outcome.old_master, new_master);
+    // A registration works on the moved master.
+    let reply = registration(
+        listener_addrs[1],
+        &identd,
+        "churn0",
+        "register\n.*\nhttp://127.0.0.1:29999\n".into(),
+    )
+    .await;
+    assert_eq!(reply, "ok");
+    eprintln!(
+        "CHAOS FIGURES (planned)\nforgectl failover --to {a0}: promoted after {:?}, every daemon on it after {:?}\ntest took {:?}",
+        outcome.promoted_after,
+        outcome.converged_after,
+        test_started.elapsed()
+    );
+    shutdown.trigger();
+    let _ = db.quit().await;
+}
