@@ -29,6 +29,12 @@ pub struct Config {
     /// Address of the admin listener: `/list`, `/metrics`, `/healthz`
     /// (`--listen-admin`).
     pub listen_admin: String,
+    /// Address of the TLS listener (`--listen-https`); needs `tls.dir`.
+    pub listen_https: Option<String>,
+    /// TLS termination.
+    pub tls: TlsSettings,
+    /// Largest request body passed on; larger ones get 413.
+    pub max_body_bytes: u64,
     /// Where requests go that match no route (the Kubernetes ingress),
     /// `http://host:port` (`--default-upstream`). Required.
     pub default_upstream: Option<BackendUrl>,
@@ -57,6 +63,9 @@ impl Default for Config {
         Config {
             listen_http: "0.0.0.0:80".into(),
             listen_admin: "0.0.0.0:8081".into(),
+            listen_https: None,
+            tls: TlsSettings::default(),
+            max_body_bytes: 128 * 1024 * 1024,
             default_upstream: None,
             domains: Vec::new(),
             outside_domain: OutsideDomain::Reject,
@@ -66,6 +75,29 @@ impl Default for Config {
             routes: RouteSettings::default(),
             redis: RedisSettings::default(),
             log: LogSettings::default(),
+        }
+    }
+}
+
+/// TLS termination settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Directory of `<name>.crt` + `<name>.key` pairs (`--tls-dir`).
+    pub dir: Option<PathBuf>,
+    /// With TLS on, answer every plain-HTTP request with
+    /// `301 https://<host><uri>`.
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security: max-age=…` on TLS responses; 0: none.
+    pub hsts_max_age_s: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            dir: None,
+            redirect_http: true,
+            hsts_max_age_s: 31_622_400,
         }
     }
 }
@@ -195,6 +227,12 @@ pub struct Settings {
     pub outside_domain: OutsideDomain,
     /// Append `X-Forwarded-For`.
     pub forwarded_for: bool,
+    /// Redirect plain HTTP to HTTPS (TLS configured and `tls.redirect_http`).
+    pub redirect_http: bool,
+    /// The HSTS header value for TLS responses.
+    pub hsts: Option<http::HeaderValue>,
+    /// Request body cap.
+    pub max_body_bytes: u64,
 }
 
 impl Config {
@@ -225,7 +263,19 @@ impl Config {
             domains,
             outside_domain: self.outside_domain,
             forwarded_for: self.forwarded_for,
+            redirect_http: self.tls_enabled() && self.tls.redirect_http,
+            hsts: (self.tls.hsts_max_age_s > 0)
+                .then(|| {
+                    http::HeaderValue::from_str(&format!("max-age={}", self.tls.hsts_max_age_s))
+                })
+                .and_then(Result::ok),
+            max_body_bytes: self.max_body_bytes,
         })
+    }
+
+    /// Whether TLS is configured (a TLS listener and a certificate directory).
+    pub fn tls_enabled(&self) -> bool {
+        self.listen_https.is_some() && self.tls.dir.is_some()
     }
 
     /// Validates a loaded configuration; errors carry file:line.
@@ -236,6 +286,14 @@ impl Config {
         }
         if let Err(e) = c.listen_admin.parse::<std::net::SocketAddr>() {
             return Err(loaded.invalid("listen_admin", format!("{:?}: {e}", c.listen_admin)));
+        }
+        if let Some(a) = &c.listen_https {
+            if let Err(e) = a.parse::<std::net::SocketAddr>() {
+                return Err(loaded.invalid("listen_https", format!("{a:?}: {e}")));
+            }
+            if c.tls.dir.is_none() {
+                return Err(loaded.invalid("listen_https", "needs tls.dir (--tls-dir)"));
+            }
         }
         if let Err(e) = c.redis.fred_config() {
             return Err(loaded.invalid("redis.url", e));

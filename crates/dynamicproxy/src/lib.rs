@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod sync;
 pub mod table;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// The admin endpoint.
     pub admin: TcpListener,
+    /// TLS (HTTP/2 and HTTP/1.1 by ALPN); needs `tls.dir`.
+    pub https: Option<TcpListener>,
 }
 
 /// Why the proxy could not run.
@@ -52,6 +55,9 @@ pub enum Error {
     /// A listener failed.
     #[error("admin listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The certificates can't be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the proxy until `shutdown`, with a fixed configuration.
@@ -64,20 +70,49 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Re
         config,
         Reloadable::new(settings),
         board,
+        forge_core::ReloadSignal::new(),
         shutdown,
     )
     .await
 }
 
 /// Runs the proxy until `shutdown`; request-handling `settings` may be
-/// replaced while it runs (`SIGHUP`), and `board` carries its health.
+/// replaced while it runs, `board` carries its health, and each `reload`
+/// request re-reads the TLS certificates.
 pub async fn run_with(
     listeners: Listeners,
     config: Config,
     settings: Arc<Reloadable<Settings>>,
     board: Arc<StatusBoard>,
+    reload: forge_core::ReloadSignal,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
+    forge_core::cli::install_crypto_provider();
+    let tls = match (&listeners.https, &config.tls.dir) {
+        (Some(_), Some(dir)) => Some(tls::CertResolver::new(dir)?),
+        (Some(_), None) => return Err(Error::Config("an HTTPS listener needs tls.dir".into())),
+        _ => None,
+    };
+    if let Some(resolver) = &tls {
+        let resolver = resolver.clone();
+        let mut rx = reload.subscribe();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = rx.recv() => {
+                        if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                            break;
+                        }
+                        if let Err(e) = resolver.reload() {
+                            tracing::error!(error = %e, "TLS reload refused; keeping the certificates in force");
+                        }
+                    }
+                    _ = shutdown.triggered() => break,
+                }
+            }
+        });
+    }
     let metrics = metrics::Metrics::register();
     let routes = Arc::new(table::Routes::default());
     let status = Arc::new(sync::SyncStatus::default());
@@ -134,14 +169,30 @@ pub async fn run_with(
             "serving"
         );
         let proxy = proxy::Proxy::new(routes, settings, &config.upstream, metrics);
+        let https = match (listeners.https, tls) {
+            (Some(listener), Some(resolver)) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(resolver.server_config()));
+                Some(tokio::spawn(proxy::serve(
+                    listener,
+                    proxy.clone(),
+                    config.server.clone(),
+                    Some(acceptor),
+                    shutdown.clone(),
+                )))
+            }
+            _ => None,
+        };
         proxy::serve(
             listeners.http,
             proxy,
             config.server.clone(),
-            false,
+            None,
             shutdown.clone(),
         )
         .await;
+        if let Some(h) = https {
+            let _ = h.await;
+        }
     }
     let _ = sync_task.await;
     match admin_task.await {

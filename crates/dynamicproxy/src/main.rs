@@ -43,6 +43,13 @@ struct Args {
     /// A served domain; repeat for several [key: domains].
     #[arg(long = "domain", value_name = "DOMAIN")]
     domains: Vec<String>,
+    /// Address of the TLS listener (HTTP/2 + HTTP/1.1) [key: listen_https].
+    #[arg(long, value_name = "ADDR")]
+    listen_https: Option<String>,
+    /// Directory of <name>.crt + <name>.key certificate pairs, chosen by SNI,
+    /// re-read on SIGHUP [key: tls.dir].
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<String>,
 }
 
 fn load(
@@ -69,6 +76,8 @@ fn load(
             args.default_upstream.clone(),
         )
         .cli("domains", "--domain", domains)
+        .cli("listen_https", "--listen-https", args.listen_https.clone())
+        .cli("tls.dir", "--tls-dir", args.tls_dir.clone())
         .load::<Config>()?;
     let settings = Config::validate(&loaded)?;
     Ok((loaded, settings))
@@ -106,6 +115,15 @@ async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow
         .await
         .with_context(|| format!("binding the admin listener {}", config.listen_admin))?;
 
+    let https = match &config.listen_https {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the HTTPS listener {addr}"))?,
+        ),
+        None => None,
+    };
+
     let shutdown = Shutdown::new();
     let reload = ReloadSignal::new();
     forge_core::lifecycle::spawn_signal_handler(shutdown.clone(), reload.clone())
@@ -116,7 +134,7 @@ async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow
     settings.spawn_reloader(
         "dynamicproxy settings",
         path.iter().cloned().collect(),
-        reload,
+        reload.clone(),
         shutdown.clone(),
         move || {
             let (loaded, settings) = load(&args, path.clone())?;
@@ -133,10 +151,11 @@ async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow
     );
     forge_core::lifecycle::systemd::spawn_watchdog(shutdown.clone(), || true);
     dynamicproxy::run_with(
-        Listeners { http, admin },
+        Listeners { http, admin, https },
         loaded.config,
         settings,
         board,
+        reload,
         shutdown,
     )
     .await

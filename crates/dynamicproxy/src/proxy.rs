@@ -17,7 +17,7 @@ use bytes::Bytes;
 use forge_core::{Reloadable, Shutdown};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -70,7 +70,7 @@ pub struct Proxy {
 struct ProxyInner {
     routes: Arc<Routes>,
     settings: Arc<Reloadable<Settings>>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Limited<Incoming>>,
     metrics: Metrics,
 }
 
@@ -111,16 +111,28 @@ impl Proxy {
 
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
-        let resp = match self.filter(&req) {
+        let settings = self.inner.settings.get();
+        let mut resp = match self.filter(&req, &settings) {
             Err((status, text)) => plain(status, text),
-            Ok(host) => self.route_and_forward(req, host, conn).await,
+            Ok(host) if settings.redirect_http && !conn.https => redirect_to_https(&req, &host),
+            Ok(host) => self.route_and_forward(req, host, conn, &settings).await,
         };
+        if conn.https
+            && let Some(hsts) = &settings.hsts
+        {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         self.inner.metrics.response(resp.status());
         resp
     }
 
     /// Requests the proxy answers itself. Returns the request's host.
-    fn filter(&self, req: &Request<Incoming>) -> Result<String, (StatusCode, &'static str)> {
+    fn filter(
+        &self,
+        req: &Request<Incoming>,
+        settings: &Settings,
+    ) -> Result<String, (StatusCode, &'static str)> {
         let host = req
             .uri()
             .authority()
@@ -140,6 +152,15 @@ impl Proxy {
         }) {
             return Err((StatusCode::BAD_REQUEST, "Invalid Host header\n"));
         }
+        let too_long = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > settings.max_body_bytes);
+        if too_long {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"));
+        }
         Ok(host.to_owned())
     }
 
@@ -148,13 +169,13 @@ impl Proxy {
         req: Request<Incoming>,
         host: String,
         conn: ConnInfo,
+        settings: &Settings,
     ) -> Response<ProxyBody> {
-        let settings = self.inner.settings.get();
         let decision = self
             .inner
             .routes
             .load()
-            .route(&host, req.uri().path(), &settings);
+            .route(&host, req.uri().path(), settings);
         let m = &self.inner.metrics;
         let backend = match decision {
             Decision::Route(b) => {
@@ -173,7 +194,7 @@ impl Proxy {
                         &host,
                         &settings.default_backend.clone(),
                         conn,
-                        &settings,
+                        settings,
                     )
                     .await;
             }
@@ -185,7 +206,7 @@ impl Proxy {
                         &host,
                         &settings.default_backend.clone(),
                         conn,
-                        &settings,
+                        settings,
                     )
                     .await;
             }
@@ -197,19 +218,33 @@ impl Proxy {
                 );
             }
         };
-        self.forward(req, &host, &backend, conn, &settings).await
+        self.forward(req, &host, &backend, conn, settings).await
     }
 
     /// Sends the request to `backend` and streams its answer back.
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         host: &str,
         backend: &Backend,
         conn: ConnInfo,
         settings: &Settings,
     ) -> Response<ProxyBody> {
+        // WebSocket and other HTTP/1.1 upgrades: passed through, then the two
+        // connections are spliced.
+        let upgrade = if req.version() == http::Version::HTTP_11
+            && has_token(req.headers(), header::CONNECTION, "upgrade")
+        {
+            req.headers().get(header::UPGRADE).cloned()
+        } else {
+            None
+        };
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let body = Limited::new(
+            body,
+            usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX),
+        );
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -230,6 +265,10 @@ impl Proxy {
         let h = &mut parts.headers;
         strip_hop_by_hop(h);
         h.remove(&PROXY);
+        if let Some(u) = &upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, u.clone());
+        }
         let bare_host = forge_core::schema::strip_port(host).to_ascii_lowercase();
         if let Ok(v) = HeaderValue::from_str(host) {
             h.insert(header::HOST, v);
@@ -262,14 +301,29 @@ impl Proxy {
             .request(Request::from_parts(parts, body))
             .await
         {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 self.inner
                     .metrics
                     .upstream_seconds
                     .record(started.elapsed().as_secs_f64());
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let backend_upgrade = resp.headers().get(header::UPGRADE).cloned();
+                if switching && let Some(client_upgrade) = client_upgrade {
+                    let backend_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(splice(client_upgrade, backend_side));
+                }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                if switching && let Some(u) = backend_upgrade {
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    parts.headers.insert(header::UPGRADE, u);
+                }
                 Response::from_parts(parts, Either::Left(body))
+            }
+            Err(e) if is_length_limit(&e) => {
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n")
             }
             Err(e) => {
                 self.inner.metrics.upstream_errors.increment(1);
@@ -281,6 +335,57 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Copies bytes both ways between an upgraded client and backend connection.
+async fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    match tokio::join!(client, backend) {
+        (Ok(c), Ok(b)) => {
+            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        (c, b) => tracing::debug!(
+            client_ok = c.is_ok(),
+            backend_ok = b.is_ok(),
+            "upgrade failed"
+        ),
+    }
+}
+
+fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// `301 https://<host><path>` for every method, as today's port 80 does.
+fn redirect_to_https(req: &Request<Incoming>, host: &str) -> Response<ProxyBody> {
+    let bare = forge_core::schema::strip_port(host).to_ascii_lowercase();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut r = plain(StatusCode::MOVED_PERMANENTLY, "Moved Permanently\n");
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{bare}{pq}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -324,13 +429,14 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
-/// Accepts connections on `listener` until shutdown, then drains open ones
-/// within `server.drain_timeout_ms`.
+/// Accepts connections on `listener` until shutdown (terminating TLS with
+/// `tls` when given), then drains open ones within
+/// `server.drain_timeout_ms`.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     server: ServerSettings,
-    https: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -343,6 +449,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let handshake_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.triggered() => break,
@@ -360,20 +467,52 @@ pub async fn serve(
         let info = ConnInfo {
             peer,
             local_port,
-            https,
+            https: tls.is_some(),
         };
         let proxy = proxy.clone();
         let service = hyper::service::service_fn(move |req| {
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let bound = Duration::from_millis(server.drain_timeout_ms);

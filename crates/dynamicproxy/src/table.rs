@@ -443,6 +443,9 @@ mod tests {
             domains: domains.iter().map(|d| d.to_string()).collect(),
             outside_domain: outside,
             forwarded_for: false,
+            redirect_http: false,
+            hsts: None,
+            max_body_bytes: 1 << 20,
         }
     }
 

@@ -138,7 +138,11 @@ pub async fn start_proxy(config: Config) -> ProxyUnderTest {
     let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
     let shutdown = Shutdown::new();
     let task = tokio::spawn(dynamicproxy::run(
-        Listeners { http, admin },
+        Listeners {
+            http,
+            admin,
+            https: None,
+        },
         config,
         shutdown.clone(),
     ));
