@@ -114,6 +114,8 @@ impl Proxy {
         let settings = self.inner.settings.get();
         let mut resp = match self.filter(&req, &settings) {
             Err((status, text)) => plain(status, text),
+            // The proxy's own liveness URL, on every host (as today).
+            Ok(_) if req.uri().path() == "/.well-known/healthz" => plain(StatusCode::OK, "OK\n"),
             Ok(host) if settings.redirect_http && !conn.https => redirect_to_https(&req, &host),
             Ok(host) => self.route_and_forward(req, host, conn, &settings).await,
         };

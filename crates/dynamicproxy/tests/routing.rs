@@ -110,6 +110,10 @@ async fn routes_tools_patterns_frontends_and_hosts() {
     assert_eq!(get(p.http, "other.example.org", "/").await.backend(), "b3");
     assert_eq!(get(p.http, "WWW.EXAMPLE.ORG", "/").await.backend().len(), 2);
 
+    // The proxy's own health URL answers on any host.
+    let r = get(p.http, "alpha.toolforge.org", "/.well-known/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "OK\n"));
+
     // Missing Host → 400.
     let resp = raw(p.http, "GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
