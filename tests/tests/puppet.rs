@@ -151,8 +151,11 @@ fn proxy_role_compiles() {
             "File[/etc/redis/sentinel-forge.conf]",
             "Service[redis-server@forge.service]",
             "Service[redis-sentinel@forge.service]",
+            "File[/etc/forge/tls/toolforge.org.crt]",
+            "File[/etc/forge/tls/toolforge.org.key]",
         ],
     );
+    assert_eq!(r["File[/etc/forge/tls/toolforge.org.key]"]["mode"], "0640");
     // A config change reloads (SIGHUP) rather than restarts.
     assert_eq!(
         r["Service[dynamicproxy.service]"]["restart"],
@@ -171,6 +174,11 @@ fn proxy_role_compiles() {
         .unwrap();
     assert!(
         conf.contains("default_upstream = \"http://k8s-ingress.example.org:30000\""),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("listen_https = \"0.0.0.0:443\"")
+            && conf.contains("dir = \"/etc/forge/tls\""),
         "{conf}"
     );
     // The proxy reads routes from its local Redis (a replica), not via Sentinel.

@@ -19,6 +19,18 @@
 # @param forwarded_for Append the client address to X-Forwarded-For.
 # @param listen_http The proxy's HTTP listener (port 80 needs the unit's
 #   CAP_NET_BIND_SERVICE, which it has).
+# @param listen_https The TLS listener (e.g. `0.0.0.0:443`); unset: no TLS
+#   (a terminator in front forwards to `listen_http`).
+# @param tls_dir Directory of `<name>.crt` + `<name>.key` pairs the TLS
+#   listener serves (chosen by SNI).
+# @param tls_certificates Certificates Puppet puts in `tls_dir`:
+#   `{ <name> => { cert => PEM chain, key => PEM key } }`, Sensitive as a
+#   whole (hiera values are converted). Leave empty when another tool (e.g.
+#   an ACME client) maintains the directory.
+# @param redirect_http With TLS on, answer plain HTTP with a redirect to
+#   https.
+# @param hsts_max_age_s `Strict-Transport-Security` max-age on TLS
+#   responses (0: none).
 # @param proxy_admin_listen The proxy's admin listener (/list for
 #   webservicemonitor, /metrics, /healthz); reachable by the monitor host.
 # @param routes_startup While Redis is unreachable at start: `snapshot`
@@ -48,6 +60,11 @@ class forge::proxy (
   Enum['reject', 'default'] $outside_domain = 'reject',
   Boolean $forwarded_for = false,
   String[1] $listen_http = '0.0.0.0:80',
+  Optional[String[1]] $listen_https = undef,
+  String[1] $tls_dir = '/etc/forge/tls',
+  Sensitive[Hash[String[1], Struct[{ cert => String[1], key => String[1] }]]] $tls_certificates = Sensitive({}),
+  Boolean $redirect_http = true,
+  Integer[0] $hsts_max_age_s = 31622400,
   String[1] $proxy_admin_listen = '0.0.0.0:8081',
   Enum['wait', 'snapshot'] $routes_startup = 'snapshot',
   String[1] $snapshot_path = '/var/lib/forge/dynamicproxy/routes.snapshot',
@@ -69,6 +86,44 @@ class forge::proxy (
     include forge::redis
   }
 
+  if $listen_https =~ NotUndef {
+    $tls = {
+      'listen_https' => $listen_https,
+      'tls'          => {
+        'dir'            => "${forge::root_dir}${tls_dir}",
+        'redirect_http'  => $redirect_http,
+        'hsts_max_age_s' => $hsts_max_age_s,
+      },
+    }
+  } else {
+    $tls = {}
+  }
+  $certificates = $tls_certificates.unwrap
+  unless $certificates.empty {
+    file { "${forge::root_dir}${tls_dir}":
+      ensure  => directory,
+      owner   => 'root',
+      group   => $forge::group,
+      mode    => '0750',
+      require => File[$forge::etc],
+    }
+    $certificates.each |String $name, Hash $pair| {
+      file { "${forge::root_dir}${tls_dir}/${name}.crt":
+        ensure  => file,
+        owner   => 'root',
+        group   => $forge::group,
+        mode    => '0644',
+        content => $pair['cert'],
+        before  => Forge::Daemon['dynamicproxy'],
+      }
+      forge::secret { "tls/${name}.key":
+        content => Sensitive($pair['key']),
+        path    => "${tls_dir}/${name}.key",
+        before  => Forge::Daemon['dynamicproxy'],
+      }
+    }
+  }
+
   forge::daemon { 'dynamicproxy':
     config_change => $config_change,
     settings      => forge::deep_merge({
@@ -87,7 +142,7 @@ class forge::proxy (
           'sentinels' => [],
         },
         'log'              => $forge::log_settings,
-    }, $dynamicproxy_settings),
+    } + $tls, $dynamicproxy_settings),
   }
 
   forge::daemon { 'proxylistener':
