@@ -181,9 +181,14 @@ fn proxy_role_compiles() {
             && conf.contains("dir = \"/etc/forge/tls\""),
         "{conf}"
     );
-    // The proxy reads routes from its local Redis (a replica), not via Sentinel.
+    // The proxy reads routes from its local Redis (a replica); `[redis]`
+    // names the master through the Sentinels.
     assert!(
-        conf.contains("sentinels = []") && conf.contains("url = \"redis://127.0.0.1:6379\""),
+        conf.contains("read_url = \"redis://127.0.0.1:6379\""),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("sentinels = [\"proxy-01.example.org:26379\""),
         "{conf}"
     );
     let conf = r["File[/etc/forge/proxylistener.toml]"]["content"]

@@ -39,7 +39,8 @@
 # @param routes_redis_url The Redis dynamicproxy reads routes from: the
 #   local instance, a replica that follows the master (its keyspace
 #   notifications include replicated writes), so each proxy keeps its routes
-#   whatever happens to the other proxy host. Not through Sentinel.
+#   whatever happens to the other proxy host (`routes.read_url`; `[redis]`
+#   names the master through the Sentinels as for every daemon).
 # @param dynamicproxy_settings Further dynamicproxy keys.
 # @param registration_listen proxylistener's registration listener.
 # @param registration_admin_listen proxylistener's admin listener.
@@ -136,11 +137,9 @@ class forge::proxy (
         'routes'           => {
           'startup'       => $routes_startup,
           'snapshot_path' => $snapshot_path,
+          'read_url'      => $routes_redis_url,
         },
-        'redis'            => $forge::redis_settings + {
-          'url'       => $routes_redis_url,
-          'sentinels' => [],
-        },
+        'redis'            => $forge::redis_settings,
         'log'              => $forge::log_settings,
     } + $tls, $dynamicproxy_settings),
   }
