@@ -460,7 +460,10 @@ impl RouteSync {
                 }
             }
         }
-        Ok(RouteTable::from_raw(&raw))
+        Ok(RouteTable::from_raw_reusing(
+            &raw,
+            Some(&self.routes.load()),
+        ))
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, SyncError> {

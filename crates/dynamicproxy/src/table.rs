@@ -90,11 +90,21 @@ pub struct ToolRoutes {
 }
 
 impl ToolRoutes {
-    /// Compiles a `prefix:<tool>` hash.
-    pub fn from_hash(hash: &BTreeMap<String, String>) -> Self {
+    /// Compiles a `prefix:<tool>` hash. Patterns already in `patterns` are
+    /// shared rather than compiled again (most tools use `.*`).
+    pub fn from_hash(
+        hash: &BTreeMap<String, String>,
+        patterns: &mut HashMap<String, RoutePattern>,
+    ) -> Self {
         let mut out = ToolRoutes::default();
         for (pattern, backend) in hash {
-            let parsed = RoutePattern::parse(pattern)
+            let compiled = match patterns.get(pattern.as_str()) {
+                Some(p) => Ok(p.clone()),
+                None => RoutePattern::parse(pattern).inspect(|p| {
+                    patterns.insert(pattern.clone(), p.clone());
+                }),
+            };
+            let parsed = compiled
                 .map_err(|e| e.to_string())
                 .and_then(|p| Ok((p, Backend::parse(backend)?)));
             match parsed {
@@ -194,6 +204,8 @@ pub struct RouteTable {
     frontends: HashMap<Arc<str>, Arc<Frontend>>,
     /// Keys in Redis whose name can't be used (e.g. `prefix:Upper`).
     ignored_keys: usize,
+    /// Compiled patterns by text, shared by every tool using them.
+    patterns: HashMap<String, RoutePattern>,
 }
 
 impl RouteTable {
@@ -234,13 +246,38 @@ impl RouteTable {
 
     /// Builds a table from raw Redis contents (keys without their prefixes).
     pub fn from_raw(raw: &RawRoutes) -> Self {
-        let mut t = RouteTable::default();
+        Self::from_raw_reusing(raw, None)
+    }
+
+    /// Like [`RouteTable::from_raw`], reusing `previous`'s compiled routes
+    /// of tools whose hash is unchanged (a periodic resync of an unchanged
+    /// table compiles nothing).
+    pub fn from_raw_reusing(raw: &RawRoutes, previous: Option<&RouteTable>) -> Self {
+        let mut t = RouteTable {
+            patterns: previous.map(|p| p.patterns.clone()).unwrap_or_default(),
+            ..Default::default()
+        };
         for (tool, hash) in &raw.prefix {
-            t.set_tool(tool, Some(hash));
+            match previous.and_then(|p| p.tools.get_key_value(tool.as_str())) {
+                Some((name, routes)) if routes.raw() == *hash => {
+                    t.tools.insert(name.clone(), routes.clone());
+                }
+                _ => t.set_tool(tool, Some(hash)),
+            }
         }
         for (fqdn, members) in &raw.frontend {
             t.set_frontend(fqdn, Some(members));
         }
+        let used: std::collections::HashSet<&str> = t
+            .tools
+            .values()
+            .flat_map(|r| r.routes.iter().map(|r| r.pattern.as_str()))
+            .collect();
+        let patterns = std::mem::take(&mut t.patterns)
+            .into_iter()
+            .filter(|(k, _)| used.contains(k.as_str()))
+            .collect();
+        t.patterns = patterns;
         t
     }
 
@@ -276,8 +313,8 @@ impl RouteTable {
         match hash {
             Some(h) if !h.is_empty() => {
                 if valid {
-                    self.tools
-                        .insert(Arc::from(tool), Arc::new(ToolRoutes::from_hash(h)));
+                    let routes = ToolRoutes::from_hash(h, &mut self.patterns);
+                    self.tools.insert(Arc::from(tool), Arc::new(routes));
                 } else {
                     self.ignored_keys += 1;
                 }
@@ -508,6 +545,31 @@ mod tests {
             target(t.route("tool.anything", "/", &s)),
             "route http://10.0.0.1:1"
         );
+    }
+
+    #[test]
+    fn resync_reuses_unchanged_tools_and_shares_patterns() {
+        let mut r = raw();
+        r.prefix.insert(
+            "second".into(),
+            [(".*".to_string(), "http://10.0.0.9:9".to_string())].into(),
+        );
+        let old = RouteTable::from_raw(&r);
+        assert_eq!(old.patterns.len(), 3, "`.*` compiled once for both tools");
+        r.prefix
+            .get_mut("second")
+            .unwrap()
+            .insert("^/x".into(), "http://10.0.0.9:9".into());
+        let new = RouteTable::from_raw_reusing(&r, Some(&old));
+        assert!(Arc::ptr_eq(
+            old.tool("tool").unwrap(),
+            new.tool("tool").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            old.tool("second").unwrap(),
+            new.tool("second").unwrap()
+        ));
+        assert_eq!(new.tool("second").unwrap().routes.len(), 2);
     }
 
     #[test]
