@@ -297,3 +297,40 @@ pub async fn failover(
         tokio::time::sleep(poll).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_matched_by_address_or_unique_host() {
+        let r = vec![
+            ("10.0.0.1:6379".to_owned(), "slave".to_owned()),
+            ("10.0.0.2:6379".to_owned(), "slave".to_owned()),
+            ("10.0.0.2:6380".to_owned(), "slave".to_owned()),
+        ];
+        assert_eq!(pick_target("10.0.0.1:6379", &r).unwrap(), "10.0.0.1:6379");
+        assert_eq!(pick_target("10.0.0.1", &r).unwrap(), "10.0.0.1:6379");
+        assert!(
+            pick_target("10.0.0.2", &r)
+                .unwrap_err()
+                .to_string()
+                .contains("several")
+        );
+        assert!(
+            pick_target("10.0.0.9", &r)
+                .unwrap_err()
+                .to_string()
+                .contains("not a replica")
+        );
+    }
+
+    #[test]
+    fn info_fields_are_read() {
+        let info =
+            "# Replication\r\nrole:slave\r\nslave_repl_offset:1234\r\nmaster_repl_offset:99\r\n";
+        assert_eq!(info_field(info, "slave_repl_offset"), Some(1234));
+        assert_eq!(info_field(info, "master_repl_offset"), Some(99));
+        assert_eq!(info_field(info, "nope"), None);
+    }
+}

@@ -136,9 +136,9 @@ pub async fn collect(config: &Config) -> Report {
 }
 
 /// Runs futures concurrently, keeping order.
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
@@ -176,6 +176,20 @@ fn most_common<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .map(|(v, _)| v.to_owned())
+}
+
+/// The value more entries have than any other (`None` on a tie).
+fn majority<'a>(values: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let top = counts.values().copied().max()?;
+    let mut at_top = counts.into_iter().filter(|(_, n)| *n == top);
+    match (at_top.next(), at_top.next()) {
+        (Some((v, _)), None) => Some(v.to_owned()),
+        _ => None,
+    }
 }
 
 /// Builds the report from fetched documents and Sentinel views, as of `now`.
@@ -244,21 +258,43 @@ pub fn evaluate(
         .collect();
     let reachable = |r: &&Row| r.health != "unreachable";
     let expected_master = sentinel_master.clone().or_else(|| {
-        most_common(
+        majority(
             rows.iter()
                 .filter(reachable)
-                .map(|r| r.redis_master.as_str()),
+                .map(|r| r.redis_master.as_str())
+                .filter(|m| !m.is_empty()),
         )
     });
+    if expected_master.is_none() {
+        let mut seen: Vec<&str> = rows
+            .iter()
+            .filter(reachable)
+            .map(|r| r.redis_master.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() > 1 {
+            cluster_problems.push(format!(
+                "daemons see different masters ({}) and no Sentinel says which is right",
+                seen.join(", ")
+            ));
+        }
+    }
     let version = most_common(rows.iter().filter(reachable).map(|r| r.version.as_str()));
-    let mut generations: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // Per daemon kind: the generation most hosts run (None on a tie), and
+    // all the generations seen.
+    let mut generations: BTreeMap<String, (Option<String>, Vec<String>)> = BTreeMap::new();
     for kind in rows.iter().filter(reachable).map(|r| r.daemon.clone()) {
-        let g = most_common(
+        let of_kind = || {
             rows.iter()
                 .filter(|r| r.daemon == kind)
-                .map(|r| r.generation.as_str()),
-        );
-        generations.insert(kind, g);
+                .map(|r| r.generation.as_str())
+        };
+        let mut seen: Vec<String> = of_kind().map(str::to_owned).collect();
+        seen.sort();
+        seen.dedup();
+        generations.insert(kind.clone(), (majority(of_kind()), seen));
     }
     let stale_after = config.status.stale_after_s;
     for r in rows.iter_mut().filter(|r| r.health != "unreachable") {
@@ -290,13 +326,20 @@ pub fn evaluate(
                 .push(format!("version {} (others {v})", r.version));
         }
         if config.status.compare_generations
-            && let Some(Some(g)) = generations.get(&r.daemon)
-            && &r.generation != g
+            && let Some((most, seen)) = generations.get(&r.daemon)
+            && seen.len() > 1
+            && most.as_ref() != Some(&r.generation)
         {
+            let others: Vec<&str> = seen
+                .iter()
+                .filter(|g| **g != r.generation)
+                .map(|g| short(g))
+                .collect();
             r.problems.push(format!(
-                "config generation {} differs from other {} hosts ({g})",
+                "config generation {} differs from other {} hosts ({})",
                 short(&r.generation),
-                r.daemon
+                r.daemon,
+                others.join(", ")
             ));
         }
     }

@@ -232,8 +232,10 @@ async fn kill_the_master_under_load() {
     let mut listener_addrs = Vec::new();
     let mut listener_admins = Vec::new();
     for host in ["a", "b"] {
-        let mut config = proxylistener::Config::default();
-        config.listen = "127.0.0.1:0".into();
+        let mut config = proxylistener::Config {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
         config.ident.port = identd.port();
         config.redis = redis.clone();
         config.durability.min_replicas = 1;
@@ -439,7 +441,7 @@ async fn kill_the_master_under_load() {
                 // alternate listeners; register a new backend, every third
                 // step unregister
                 let listener = listeners[(n as usize + i) % listeners.len()];
-                let (request, intended) = if n % 3 == 0 {
+                let (request, intended) = if n.is_multiple_of(3) {
                     ("unregister\n.*\n".to_owned(), None)
                 } else {
                     let url = format!("http://127.0.0.1:{}", 20000 + (n % 5000));
@@ -655,7 +657,10 @@ async fn kill_the_master_under_load() {
         .unwrap();
     db.init().await.unwrap();
     let mut lost = Vec::new();
-    for (tool, log) in logs.lock().unwrap().iter() {
+    let logs: Vec<(String, ToolLog)> = std::mem::take(&mut *logs.lock().unwrap())
+        .into_iter()
+        .collect();
+    for (tool, log) in &logs {
         let now: Option<String> = db.hget(format!("prefix:{tool}"), ".*").await.unwrap();
         if let Some(acked) = &log.acked
             && now != *acked
