@@ -18,6 +18,8 @@
 #   default configs).
 # @param package_name The package's name.
 # @param package_ensure `installed`, `latest` or a version.
+# @param package_source A `.deb` file on the host to install with dpkg
+#   instead of from an apt repository (unset: apt).
 # @param manage_user Make sure the forge system user and group exist (the
 #   package creates them too).
 # @param user The system user the daemons run as (the units say `forge`).
@@ -41,6 +43,7 @@ class forge (
   Boolean $manage_package = true,
   String[1] $package_name = 'forge',
   String[1] $package_ensure = 'installed',
+  Optional[String[1]] $package_source = undef,
   Boolean $manage_user = true,
   String[1] $user = 'forge',
   String[1] $group = 'forge',
@@ -89,8 +92,16 @@ class forge (
   }
 
   if $manage_package {
-    package { $package_name:
-      ensure => $package_ensure,
+    if $package_source =~ NotUndef {
+      package { $package_name:
+        ensure   => $package_ensure,
+        provider => 'dpkg',
+        source   => $package_source,
+      }
+    } else {
+      package { $package_name:
+        ensure => $package_ensure,
+      }
     }
     $package_dep = [Package[$package_name]]
   } else {
