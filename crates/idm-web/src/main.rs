@@ -26,6 +26,14 @@ struct Cli {
     common: CommonArgs,
     #[command(subcommand)]
     command: Option<Command>,
+    /// For the timer commands (sync-username-block, expire-signups) on several
+    /// hosts: run only if no host ran the command successfully within SECS
+    /// seconds. The run holds the Redis lease `forge:lease:idm-<command>` for
+    /// SECS (released again if it fails, so another host retries), so one host
+    /// runs it per period and any other takes over when that host is gone —
+    /// a failover needs no Puppet run.
+    #[arg(long, global = true, value_name = "SECS")]
+    once_per: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +96,34 @@ fn load(
     Ok(Some((loaded.config, secrets, loaded.generation)))
 }
 
+/// Takes the timer lease `idm-<name>` for `secs`; `None` when another host
+/// holds it (it ran within the period).
+async fn timer_lease(
+    config: &Config,
+    name: &str,
+    secs: u64,
+) -> anyhow::Result<Option<(fred::prelude::Client, forge_core::lease::Lease)>> {
+    let client = config.redis.client().context("redis settings")?;
+    fred::prelude::ClientLike::init(&client)
+        .await
+        .context("connecting to Redis for the timer lease")?;
+    let lease = forge_core::lease::Lease::new(
+        &format!("idm-{name}"),
+        &forge_core::lease::Lease::default_holder(),
+        Duration::from_secs(secs.max(1)),
+    );
+    if lease.try_acquire(&client).await? {
+        Ok(Some((client, lease)))
+    } else {
+        let holder = forge_core::lease::Lease::holder_of(&client, &lease.name).await?;
+        println!(
+            "skipped: {name} ran within the last {secs} s (lease held by {})",
+            holder.unwrap_or_else(|| "?".into())
+        );
+        Ok(None)
+    }
+}
+
 async fn redis_queues(config: &Config) -> anyhow::Result<JobQueues> {
     let pool = config.redis.pool().context("redis settings")?;
     fred::prelude::ClientLike::init(&pool)
@@ -125,6 +161,35 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     };
     let log = forge_core::telemetry::init_logging(&config.log)?;
+    let timer = match &command {
+        Command::SyncUsernameBlock { check: false } => Some("sync-username-block"),
+        Command::ExpireSignups { check: false, .. } => Some("expire-signups"),
+        _ => None,
+    };
+    let mut lease = None;
+    if let (Some(name), Some(secs)) = (timer, cli.once_per) {
+        match timer_lease(&config, name, secs).await? {
+            Some(held) => lease = Some(held),
+            None => return Ok(std::process::ExitCode::SUCCESS),
+        }
+    }
+    let result = run_command(command, config, secrets, generation, log).await;
+    if let Some((client, lease)) = lease
+        && !matches!(result, Ok(ref code) if *code == std::process::ExitCode::SUCCESS)
+    {
+        // failed: let the next run (on any host) try again
+        let _ = lease.release(&client).await;
+    }
+    result
+}
+
+async fn run_command(
+    command: Command,
+    config: Config,
+    secrets: idm_web::config::Secrets,
+    generation: String,
+    log: forge_core::telemetry::LogControl,
+) -> anyhow::Result<std::process::ExitCode> {
     match command {
         Command::Serve { .. } => {
             let queues = redis_queues(&config).await?;
@@ -142,6 +207,15 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
             board.set_field("database", core.db.dialect());
             board.set_field("public_base_url", config.http.public_base_url.clone());
             let shutdown = Shutdown::new();
+            // The Redis master this host sees, on /status (forgectl status).
+            let master_probe = config.redis.client().context("redis settings")?;
+            drop(fred::prelude::ClientLike::connect(&master_probe));
+            forge_core::redis::report_master(
+                master_probe,
+                Arc::clone(&board),
+                Duration::from_secs(2),
+                shutdown.clone(),
+            );
             let reload = ReloadSignal::new();
             lifecycle::spawn_signal_handler(shutdown.clone(), reload.clone())?;
             let mut hup = reload.subscribe();
