@@ -53,6 +53,15 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    // The Redis master this host sees, on /status (forgectl status).
+    let master_probe = config.redis.client()?;
+    drop(fred::prelude::ClientLike::connect(&master_probe));
+    forge_core::redis::report_master(
+        master_probe,
+        board.clone(),
+        std::time::Duration::from_secs(2),
+        shutdown.clone(),
+    );
     worker.run(shutdown).await?;
     Ok(())
 }

@@ -112,6 +112,15 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
                 tracing::error!(error = %e, "admin endpoint failed");
             }
         });
+        // The Redis master this host sees, on /status (forgectl status).
+        let master_probe = config.redis.client().context("Redis client")?;
+        drop(fred::prelude::ClientLike::connect(&master_probe));
+        forge_core::redis::report_master(
+            master_probe,
+            Arc::clone(&board),
+            std::time::Duration::from_secs(2),
+            shutdown.clone(),
+        );
         let files: Vec<PathBuf> = args.common.config.iter().cloned().collect();
         let reload_args = ArgsForReload::from(&args);
         let board_for_reload = Arc::clone(&board);
