@@ -217,6 +217,14 @@ fn monitor_role_compiles() {
         !r.keys()
             .any(|k| k.contains("dynamicproxy") || k.contains("idm-web"))
     );
+    let dropin = r["File[/etc/systemd/system/webservicemonitor.service.d/puppet.conf]"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        dropin.contains("ReadWritePaths=-/srv/tools\n")
+            && dropin.contains("IPAddressAllow=198.51.100.0/24\n"),
+        "{dropin}"
+    );
 }
 
 #[test]

@@ -135,7 +135,7 @@ fn daemon_units_notify_watchdog_reload_and_restart() {
             "webservicemonitor" => {
                 assert_eq!(
                     caps,
-                    ["CAP_SETUID CAP_SETGID CAP_DAC_READ_SEARCH"],
+                    ["CAP_SETUID CAP_SETGID CAP_DAC_OVERRIDE CAP_CHOWN"],
                     "{name}"
                 );
                 assert_eq!(unit_values(&t, "AmbientCapabilities"), [""], "{name}");

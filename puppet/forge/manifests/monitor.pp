@@ -18,6 +18,9 @@
 # @param max_restarts Restarts of one tool within `throttle_window_secs`
 #   before the monitor gives up on it (and reports it).
 # @param throttle_window_secs The throttle window.
+# @param ip_address_allow Further addresses the unit may reach (systemd
+#   `IPAddressAllow=`); the unit allows loopback and the private ranges
+#   only. `['any']` lifts the restriction.
 # @param admin_listen The admin listener (/healthz, /status, /metrics).
 # @param settings Further keys.
 # @param config_change What a changed config file does: `reload` (SIGHUP),
@@ -33,6 +36,7 @@ class forge::monitor (
   Enum['off', 'tcp', 'http'] $health_probe = 'tcp',
   Integer[1] $max_restarts = 3,
   Integer[1] $throttle_window_secs = 3600,
+  Array[String[1]] $ip_address_allow = [],
   String[1] $admin_listen = '127.0.0.1:9107',
   Hash $settings = {},
   Forge::Configchange $config_change = 'reload',
@@ -72,10 +76,19 @@ class forge::monitor (
     }, $settings),
   }
 
-  if $tools_root != '/data/project' {
+  # Drop-in for what differs from the unit's defaults.
+  $rw = $tools_root ? {
+    '/data/project' => '',
+    default         => "ReadWritePaths=-${tools_root}\n",
+  }
+  $ip = $ip_address_allow ? {
+    []      => '',
+    default => "IPAddressAllow=${ip_address_allow.join(' ')}\n",
+  }
+  if "${rw}${ip}" != '' {
     forge::dropin { 'webservicemonitor.service':
       unit    => 'webservicemonitor.service',
-      content => "[Service]\nReadWritePaths=-${tools_root}\n",
+      content => "[Service]\n${rw}${ip}",
       before  => Forge::Daemon['webservicemonitor'],
     }
   }
