@@ -264,6 +264,8 @@ pub struct TokenSettings {
     pub secret_file: Option<PathBuf>,
     /// How long an activation link works, in days.
     pub activation_days: i64,
+    /// How long a password-reset link works, in hours.
+    pub reset_hours: i64,
 }
 
 impl Default for TokenSettings {
@@ -272,6 +274,7 @@ impl Default for TokenSettings {
             secret: String::new(),
             secret_file: None,
             activation_days: 3,
+            reset_hours: 24,
         }
     }
 }
@@ -435,6 +438,9 @@ impl Config {
         }
         if c.tokens.activation_days < 1 {
             return Err(loaded.invalid("tokens.activation_days", "must be at least 1"));
+        }
+        if c.tokens.reset_hours < 1 {
+            return Err(loaded.invalid("tokens.reset_hours", "must be at least 1"));
         }
         if c.http.session_days < 1 {
             return Err(loaded.invalid("http.session_days", "must be at least 1"));

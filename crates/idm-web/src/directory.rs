@@ -114,6 +114,21 @@ pub struct AuthenticatedUser {
     pub mail: String,
 }
 
+/// An account as found for self-service (with its password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// DN.
+    pub dn: String,
+    /// Shell name.
+    pub uid: String,
+    /// Display name.
+    pub cn: String,
+    /// E-mail.
+    pub mail: String,
+    /// The current `userPassword` value (binds reset tokens to it).
+    pub user_password: String,
+}
+
 /// The account directory.
 #[derive(Debug)]
 pub struct Directory {
@@ -520,5 +535,85 @@ impl Directory {
                 text: r.text,
             }),
         }
+    }
+
+    /// Finds the account whose `uid`, `cn` or `mail` is `key` (exactly one),
+    /// with its current `userPassword` (the service account must be allowed
+    /// to read it: password-reset tokens are bound to it).
+    pub async fn find_account(&self, key: &str) -> Result<Option<AccountRecord>, DirectoryError> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let k = ldap_escape(key);
+        let filter = format!("(&(objectClass=posixAccount)(|(uid={k})(cn={k})(mail={k})))");
+        let found = self
+            .search(
+                &self.settings.people_base,
+                Scope::Subtree,
+                &filter,
+                vec!["uid", "cn", "mail", "userPassword"],
+            )
+            .await?;
+        let [entry] = found.as_slice() else {
+            return Ok(None);
+        };
+        let password = first(entry, "userPassword").or_else(|| {
+            entry
+                .bin_attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("userPassword"))
+                .and_then(|(_, v)| v.first())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        });
+        Ok(Some(AccountRecord {
+            dn: entry.dn.clone(),
+            uid: first(entry, "uid").unwrap_or_default(),
+            cn: first(entry, "cn").unwrap_or_default(),
+            mail: first(entry, "mail").unwrap_or_default(),
+            user_password: password.unwrap_or_default(),
+        }))
+    }
+
+    /// Replaces the password of `dn` (service account): forgotten-password reset.
+    pub async fn set_password(&self, dn: &str, hash: &str) -> Result<(), DirectoryError> {
+        let mut ldap = self.service().await?;
+        let mods = vec![Mod::Replace("userPassword".to_owned(), set(&[hash]))];
+        let r = match ldap.with_timeout(self.timeout()).modify(dn, mods).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.reset().await;
+                return Err(e.into());
+            }
+        };
+        check("modify userPassword", r)
+    }
+
+    /// Changes the password of `dn` as the user itself: binds with `current`
+    /// and replaces `userPassword` on that connection. `Ok(false)`: the
+    /// current password is wrong.
+    pub async fn change_own_password(
+        &self,
+        dn: &str,
+        current: &str,
+        hash: &str,
+    ) -> Result<bool, DirectoryError> {
+        if current.is_empty() {
+            return Ok(false);
+        }
+        let mut ldap = self.open().await?;
+        let r = ldap
+            .with_timeout(self.timeout())
+            .simple_bind(dn, current)
+            .await?;
+        if r.rc == rc::INVALID_CREDENTIALS {
+            let _ = ldap.unbind().await;
+            return Ok(false);
+        }
+        check("bind", r)?;
+        let mods = vec![Mod::Replace("userPassword".to_owned(), set(&[hash]))];
+        let r = ldap.with_timeout(self.timeout()).modify(dn, mods).await?;
+        let _ = ldap.unbind().await;
+        check("modify own userPassword", r)?;
+        Ok(true)
     }
 }

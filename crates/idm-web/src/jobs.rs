@@ -5,6 +5,7 @@
 //! | `idm.send_activation_mail` | `notification` | signup id | mails the activation link    |
 //! | `idm.create_account`       | `default`      | signup id | creates the LDAP entry       |
 //! | `idm.notify_admins`        | `notification` | signup id | tells the admins (once)      |
+//! | `idm.send_password_reset`  | `notification` | login or e-mail as typed | mails a reset link if one account matches |
 //!
 //! Arguments are plain signup ids (JSON numbers), never serialized objects:
 //! the handler re-reads the signup, so a retried job sees current state. All
@@ -29,6 +30,8 @@ pub const SEND_ACTIVATION_MAIL: &str = "idm.send_activation_mail";
 pub const CREATE_ACCOUNT: &str = "idm.create_account";
 /// Function name of the admin notification job.
 pub const NOTIFY_ADMINS: &str = "idm.notify_admins";
+/// Function name of the password-reset mail job.
+pub const SEND_PASSWORD_RESET: &str = "idm.send_password_reset";
 /// The queue of the account job.
 pub const DEFAULT_QUEUE: &str = "default";
 /// The queue of mail jobs.
@@ -55,12 +58,16 @@ impl JobQueues {
     }
 
     async fn put(&self, queue: &Queue, func: &str, id: i64) -> Result<(), ServiceError> {
+        self.put_value(queue, func, Value::from(id)).await
+    }
+
+    async fn put_value(&self, queue: &Queue, func: &str, arg: Value) -> Result<(), ServiceError> {
         let opts = EnqueueOptions {
             retry: Some(retry()),
             ..Default::default()
         };
         queue
-            .enqueue(func, vec![Value::from(id)], opts)
+            .enqueue(func, vec![arg], opts)
             .await
             .map_err(|e| ServiceError::Queue(e.to_string()))?;
         Ok(())
@@ -74,6 +81,12 @@ impl JobQueues {
     /// Queues the account creation of signup `id`.
     pub async fn enqueue_create_account(&self, id: i64) -> Result<(), ServiceError> {
         self.put(&self.default, CREATE_ACCOUNT, id).await
+    }
+
+    /// Queues the password-reset mail for whatever matches `key`.
+    pub async fn enqueue_password_reset(&self, key: &str) -> Result<(), ServiceError> {
+        self.put_value(&self.notification, SEND_PASSWORD_RESET, Value::from(key))
+            .await
     }
 
     /// Queues the admin notification of signup `id`.
@@ -111,6 +124,15 @@ pub fn register(registry: &mut HandlerRegistry, core: Arc<Core>) {
                 }
                 AccountOutcome::AlreadyExisted => serde_json::json!({"created": false}),
             })
+        }
+    });
+    let c = Arc::clone(&core);
+    registry.register(SEND_PASSWORD_RESET, move |_ctx, args: JobArgs| {
+        let c = Arc::clone(&c);
+        async move {
+            let key: String = args.arg(0)?;
+            let sent = c.send_password_reset(&key).await.map_err(to_job_error)?;
+            Ok(serde_json::json!({ "sent": sent }))
         }
     });
     let c = core;

@@ -3,9 +3,11 @@
 //! [`Core`] holds every dependency (stores, directory, mailer, signer, job
 //! queues); the web routes, the job handlers and the timer subcommands all
 //! call into it. `signup` validates and records signups; `account` turns a
-//! confirmed signup into an LDAP entry and sends the mails.
+//! confirmed signup into an LDAP entry and sends the mails; `password`
+//! changes and resets passwords.
 
 pub mod account;
+pub mod password;
 pub mod signup;
 
 use std::sync::Arc;

@@ -94,8 +94,12 @@ impl Core {
                 s.push(BLOCKED.to_owned());
             }
         }
-        let (held_u, held_s) = self.signups.names_held(username, uid).await?;
-        let in_ldap = self.directory.names_in_use(username, uid).await?;
+        let (held, in_ldap) = tokio::join!(
+            self.signups.names_held(username, uid),
+            self.directory.names_in_use(username, uid)
+        );
+        let (held_u, held_s) = held?;
+        let in_ldap = in_ldap?;
         if (held_u || in_ldap.username) && u.is_empty() {
             u.push(TAKEN.to_owned());
         }
@@ -264,6 +268,14 @@ impl Core {
                     format!("{}{}", &base[..base.len().min(32 - suffix.len())], suffix)
                 };
                 if !names::shell_name_problems(&candidate).is_empty() {
+                    continue;
+                }
+                if candidate == out.shellname {
+                    // Checked above already.
+                    if out.shellname_errors.is_empty() {
+                        out.suggested_shellname = Some(candidate);
+                        break;
+                    }
                     continue;
                 }
                 let (_, se) = self.availability("", &candidate).await?;

@@ -105,6 +105,22 @@ fn templates() -> Environment<'static> {
         ),
         ("login.html", include_str!("../../templates/login.html")),
         ("account.html", include_str!("../../templates/account.html")),
+        (
+            "errors_summary.html",
+            include_str!("../../templates/errors_summary.html"),
+        ),
+        (
+            "password_change.html",
+            include_str!("../../templates/password_change.html"),
+        ),
+        (
+            "password_forgot.html",
+            include_str!("../../templates/password_forgot.html"),
+        ),
+        (
+            "password_reset.html",
+            include_str!("../../templates/password_reset.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, text) {
             // Templates are compiled into the binary; a broken one is a bug caught by tests.
@@ -177,6 +193,18 @@ pub fn router_with(state: AppState) -> Router {
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout))
         .route("/account", get(pages::account))
+        .route(
+            "/account/password",
+            get(pages::password_change_form).post(pages::password_change_submit),
+        )
+        .route(
+            "/password/forgot",
+            get(pages::password_forgot_form).post(pages::password_forgot_submit),
+        )
+        .route(
+            "/password/reset/{token}",
+            get(pages::password_reset_form).post(pages::password_reset_submit),
+        )
         .route("/api/v1/check", get(pages::check_names))
         .route("/static/style.css", get(pages::stylesheet))
         .fallback(pages::not_found)

@@ -202,7 +202,7 @@ fn token_error(state: &AppState, csrf: &CsrfToken, e: TokenError) -> Response {
             StatusCode::GONE,
             csrf,
             "This link has expired",
-            &["Activation links work for a limited time. Please sign up again."],
+            &["Links sent by mail work for a limited time. Please start again from the beginning."],
         ),
         TokenError::Invalid => message(
             state,
@@ -436,4 +436,237 @@ pub(super) async fn not_found(
         "Page not found",
         &["There is no page at this address."],
     )
+}
+
+fn password_labels() -> BTreeMap<&'static str, &'static str> {
+    BTreeMap::from([
+        ("current_password", "Current password"),
+        ("new_password", "New password"),
+        ("new_password2", "New password again"),
+    ])
+}
+
+/// The password-change form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct PasswordChangeForm {
+    current_password: String,
+    new_password: String,
+    new_password2: String,
+}
+
+fn password_change_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    user: &SessionUser,
+    errors: &BTreeMap<&'static str, Vec<String>>,
+) -> Response {
+    state.render(
+        status,
+        "password_change.html",
+        context! {
+            title => "Change your password",
+            csrf_token => csrf.0,
+            user => user,
+            errors => errors,
+            labels => password_labels(),
+            min_password_length => state.core.config.signup.min_password_length,
+        },
+    )
+}
+
+pub(super) async fn password_change_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    password_change_page(&state, StatusCode::OK, &csrf, &user, &BTreeMap::new())
+}
+
+pub(super) async fn password_change_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    session: Session,
+    Form(form): Form<PasswordChangeForm>,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    if state.limits().login_ip.check_key(&ip).is_err()
+        || state.limits().login_account.check_key(&user.uid).is_err()
+    {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "password_change").increment(1);
+        let errors = BTreeMap::from([(
+            "form",
+            vec!["Too many attempts. Please wait a minute and try again.".to_owned()],
+        )]);
+        return password_change_page(&state, StatusCode::TOO_MANY_REQUESTS, &csrf, &user, &errors);
+    }
+    let owner = crate::services::password::PasswordOwner {
+        dn: &user.dn,
+        uid: &user.uid,
+        cn: &user.cn,
+        mail: &user.mail,
+    };
+    match state
+        .core
+        .change_password(
+            &owner,
+            &form.current_password,
+            &form.new_password,
+            &form.new_password2,
+        )
+        .await
+    {
+        Ok(Ok(())) => state.render(
+            StatusCode::OK,
+            "message.html",
+            context! {
+                title => "Password changed",
+                csrf_token => csrf.0,
+                user => user,
+                paragraphs => vec!["Your new password is in force."],
+                link => context! { href => "/account", text => "Back to your account" },
+            },
+        ),
+        Ok(Err(errors)) => {
+            password_change_page(&state, StatusCode::BAD_REQUEST, &csrf, &user, &errors)
+        }
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn password_forgot_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Response {
+    state.render(
+        StatusCode::OK,
+        "password_forgot.html",
+        context! { title => "Forgot your password?", csrf_token => csrf.0 },
+    )
+}
+
+pub(super) async fn password_forgot_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if state.limits().login_ip.check_key(&ip).is_err() {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "password_reset").increment(1);
+        return message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &csrf,
+            "Too many requests",
+            &["Please wait a minute and try again."],
+        );
+    }
+    if let Err(e) = state.core.request_password_reset(&form.login).await {
+        return internal(&state, &csrf, &e);
+    }
+    // The same answer whether or not an account matched.
+    message(
+        &state,
+        StatusCode::OK,
+        &csrf,
+        "Check your e-mail",
+        &[
+            "If this belongs to an account, we sent a link to choose a new password to its e-mail address. The link works for a limited time.",
+        ],
+    )
+}
+
+/// The reset form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ResetForm {
+    new_password: String,
+    new_password2: String,
+}
+
+fn reset_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    token: &str,
+    uid: &str,
+    errors: &BTreeMap<&'static str, Vec<String>>,
+) -> Response {
+    state.render(
+        status,
+        "password_reset.html",
+        context! {
+            title => "Choose a new password",
+            csrf_token => csrf.0,
+            token => token,
+            uid => uid,
+            errors => errors,
+            labels => password_labels(),
+            min_password_length => state.core.config.signup.min_password_length,
+        },
+    )
+}
+
+pub(super) async fn password_reset_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(token): Path<String>,
+) -> Response {
+    match state.core.account_for_reset_token(&token).await {
+        Ok(Ok(account)) => reset_page(
+            &state,
+            StatusCode::OK,
+            &csrf,
+            &token,
+            &account.uid,
+            &BTreeMap::new(),
+        ),
+        Ok(Err(e)) => token_error(&state, &csrf, e),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn password_reset_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(token): Path<String>,
+    Form(form): Form<ResetForm>,
+) -> Response {
+    use crate::services::password::ResetOutcome;
+    match state
+        .core
+        .reset_password(&token, &form.new_password, &form.new_password2)
+        .await
+    {
+        Ok(ResetOutcome::Done) => state.render(
+            StatusCode::OK,
+            "message.html",
+            context! {
+                title => "Password changed",
+                csrf_token => csrf.0,
+                paragraphs => vec!["Your new password is in force. You can log in with it now."],
+                link => context! { href => "/login", text => "Log in" },
+            },
+        ),
+        Ok(ResetOutcome::Token(e)) => token_error(&state, &csrf, e),
+        Ok(ResetOutcome::Invalid(errors)) => {
+            let uid = crate::tokens::TokenSigner::reset_uid(&token).unwrap_or_default();
+            reset_page(
+                &state,
+                StatusCode::BAD_REQUEST,
+                &csrf,
+                &token,
+                &uid,
+                &errors,
+            )
+        }
+        Err(e) => internal(&state, &csrf, &e),
+    }
 }

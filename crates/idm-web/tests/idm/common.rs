@@ -465,3 +465,39 @@ pub async fn web_signup(
     )
     .await
 }
+
+/// Creates an account directly through the services (no mail, no worker).
+pub async fn make_account(env: &Env, uid: &str, username: &str, password: &str) -> String {
+    let hash =
+        idm_web::passwords::hash_for_directory(password, env.config.ldap.password_scheme).unwrap();
+    let s = env
+        .core
+        .signups
+        .insert(&idm_web::store::NewSignup {
+            username: username.into(),
+            uid: uid.into(),
+            email: format!("{uid}@example.org"),
+            password_hash: hash,
+        })
+        .await
+        .unwrap();
+    assert!(env.core.signups.confirm(s.id).await.unwrap());
+    env.core.create_account(s.id).await.unwrap();
+    format!("uid={uid},{}", env.slapd.people_dn())
+}
+
+/// The link containing `marker` in the newest mail to `to`.
+pub async fn link_in_mail(env: &Env, to: &str, marker: &str) -> String {
+    for _ in 0..200 {
+        for m in env.smtp.messages().iter().rev() {
+            if m.recipients.iter().any(|r| r == to) {
+                let body = m.text_body().unwrap_or_default();
+                if let Some(link) = body.split_whitespace().find(|w| w.contains(marker)) {
+                    return link.to_owned();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {to} with {marker}");
+}

@@ -22,5 +22,6 @@ macro_rules! on_both_databases {
 mod browser;
 mod common;
 mod flows;
+mod passwords;
 mod timers;
 mod validation;

@@ -1,0 +1,195 @@
+//! Part 2 self-service: password change and forgotten-password reset.
+
+use std::time::Duration;
+
+use crate::common::{Env, EnvOptions, GOOD_PASSWORD, link_in_mail, make_account};
+
+const NEW_PASSWORD: &str = "Another-strong-one-77";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_in_user_changes_password() {
+    let env = Env::start_with(EnvOptions {
+        admin_recipients: false,
+        ..Default::default()
+    })
+    .await;
+    let dn = make_account(&env, "erin", "Erin Example", GOOD_PASSWORD).await;
+    let mut c = env.client();
+    assert_eq!(c.get("/account/password").await.location(), Some("/login"));
+    assert_eq!(
+        c.submit(
+            "/login",
+            "/login",
+            &[("login", "erin"), ("password", GOOD_PASSWORD)]
+        )
+        .await
+        .status,
+        303
+    );
+
+    let wrong = c
+        .submit(
+            "/account/password",
+            "/account/password",
+            &[
+                ("current_password", "not-it-at-all"),
+                ("new_password", NEW_PASSWORD),
+                ("new_password2", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 400);
+    assert!(
+        wrong.body.contains("not your current password"),
+        "{}",
+        wrong.body
+    );
+    let weak = c
+        .submit(
+            "/account/password",
+            "/account/password",
+            &[
+                ("current_password", GOOD_PASSWORD),
+                ("new_password", "password1234"),
+                ("new_password2", "password1234"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, 400);
+    assert!(weak.body.contains(r#"id="e-new_password""#));
+    let differ = c
+        .submit(
+            "/account/password",
+            "/account/password",
+            &[
+                ("current_password", GOOD_PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password2", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(differ.status, 400);
+    assert!(
+        env.can_bind(&dn, GOOD_PASSWORD).await,
+        "refused changes change nothing"
+    );
+
+    let ok = c
+        .submit(
+            "/account/password",
+            "/account/password",
+            &[
+                ("current_password", GOOD_PASSWORD),
+                ("new_password", NEW_PASSWORD),
+                ("new_password2", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(env.can_bind(&dn, NEW_PASSWORD).await);
+    assert!(!env.can_bind(&dn, GOOD_PASSWORD).await);
+    let p = env.ldap_entry("erin").await.unwrap().attrs["userPassword"][0].clone();
+    assert!(p.starts_with("{ARGON2}") || p.starts_with("{SSHA}"), "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_password_is_reset_by_mail_with_neutral_answers() {
+    let env = Env::start_with(EnvOptions {
+        admin_recipients: false,
+        ..Default::default()
+    })
+    .await;
+    let dn = make_account(&env, "frank", "Frank Example", GOOD_PASSWORD).await;
+    let mut c = env.client();
+    let known = c
+        .submit(
+            "/password/forgot",
+            "/password/forgot",
+            &[("login", "frank")],
+        )
+        .await;
+    let unknown = c
+        .submit(
+            "/password/forgot",
+            "/password/forgot",
+            &[("login", "nobody-here")],
+        )
+        .await;
+    assert_eq!(known.status, 200);
+    assert_eq!(
+        (known.status, &known.body),
+        (unknown.status, &unknown.body),
+        "the answer reveals nothing"
+    );
+
+    let link = link_in_mail(&env, "frank@example.org", "/password/reset/").await;
+    assert!(link.starts_with(&env.base_url));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reset_mails = env
+        .smtp
+        .messages()
+        .iter()
+        .filter(|m| {
+            m.text_body()
+                .unwrap_or_default()
+                .contains("/password/reset/")
+        })
+        .count();
+    assert_eq!(reset_mails, 1, "nothing is sent for an unknown account");
+
+    let form = c.get(&link).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains("frank"));
+    let weak = c
+        .submit(
+            &link,
+            &link,
+            &[
+                ("new_password", "frank-example"),
+                ("new_password2", "frank-example"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, 400);
+    assert!(env.can_bind(&dn, GOOD_PASSWORD).await);
+    let done = c
+        .submit(
+            &link,
+            &link,
+            &[
+                ("new_password", NEW_PASSWORD),
+                ("new_password2", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(env.can_bind(&dn, NEW_PASSWORD).await);
+    assert!(!env.can_bind(&dn, GOOD_PASSWORD).await);
+
+    // The link worked once; tampered links never.
+    assert_eq!(c.get(&link).await.status, 400);
+    let mut tampered = link.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(c.get(&tampered).await.status, 400);
+    let other_user = link.replacen("/frank.", "/erin.", 1);
+    assert_eq!(c.get(&other_user).await.status, 400);
+
+    // By e-mail address, a new link arrives and works.
+    let _ = c
+        .submit(
+            "/password/forgot",
+            "/password/forgot",
+            &[("login", "frank@example.org")],
+        )
+        .await;
+    for _ in 0..100 {
+        let l = link_in_mail(&env, "frank@example.org", "/password/reset/").await;
+        if l != link {
+            assert_eq!(c.get(&l).await.status, 200);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no second reset mail");
+}
