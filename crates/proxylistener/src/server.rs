@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forge_core::{BackendUrl, Reloadable, RoutePattern, Shutdown, ToolName};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -111,13 +111,22 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::with_capacity(1024, read);
     let config = ctx.config.get();
-    let outcome = process(read, peer, local_port, &config, &ctx.store).await;
+    let outcome = process(&mut reader, peer, local_port, &config, &ctx.store).await;
 
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = write.write_all(&outcome.reply.to_wire()).await;
         let _ = write.shutdown().await;
     })
+    .await;
+    // Closing with unread input makes the kernel send a reset, which can
+    // destroy the reply before the client read it: swallow what the client
+    // still sends (bounded) until it closes.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(250),
+        tokio::io::copy(&mut (&mut reader).take(64 * 1024), &mut tokio::io::sink()),
+    )
     .await;
 
     let command = outcome.command.map_or("none", Command::as_str);
@@ -140,18 +149,17 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
 }
 
 async fn process(
-    read: tokio::net::tcp::OwnedReadHalf,
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     peer: SocketAddr,
     local_port: u16,
     config: &Config,
     store: &RouteStore,
 ) -> Outcome {
     // 1. Read.
-    let mut reader = BufReader::with_capacity(1024, read);
     let mut request_reader = RequestReader::default();
     let read = tokio::time::timeout(
         config.limits.request_timeout(),
-        request_reader.read(&mut reader, config.limits.max_line_bytes),
+        request_reader.read(reader, config.limits.max_line_bytes),
     )
     .await;
     let raw = match read {

@@ -330,3 +330,11 @@ async fn graceful_shutdown_stops_accepting() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn trailing_input_does_not_destroy_the_reply() {
+    let h = Harness::start().await;
+    let mut request = register(".*", "http://127.0.0.1:5000");
+    request.extend(std::iter::repeat_n(b'x', 20_000));
+    assert_eq!(h.send(&request).await, "ok");
+}
