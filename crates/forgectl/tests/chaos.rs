@@ -398,8 +398,9 @@ async fn kill_the_master_under_load() {
         },
         ..Default::default()
     };
-    let converged = |want: String| {
-        let ctl = ctl.clone();
+    let ctl_for_status = ctl.clone();
+    let converged = move |want: String| {
+        let ctl = ctl_for_status.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(25);
             loop {
@@ -601,6 +602,15 @@ async fn kill_the_master_under_load() {
         "promoted {new_master}"
     );
     eprintln!("sentinels promoted {new_master} after {promoted_after:?}");
+    // forgectl's view converging, measured from now on, concurrently.
+    let status_task = tokio::spawn({
+        let converged = converged.clone();
+        let want = new_master.clone();
+        async move {
+            let report = converged(want).await;
+            (report, killed_at.elapsed())
+        }
+    });
     // …and for registrations to succeed again (5 s of clean run after the
     // first success following the last failure).
     loop {
@@ -619,8 +629,7 @@ async fn kill_the_master_under_load() {
             "registrations never recovered"
         );
     }
-    let after = converged(new_master.clone()).await;
-    let converged_after = killed_at.elapsed();
+    let (after, converged_after) = status_task.await.unwrap();
     stop.store(true, Ordering::Relaxed);
     for t in load {
         t.await.unwrap();
