@@ -1005,6 +1005,10 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                     vec![
                         ("last_heartbeat", utcformat(SystemTime::now())),
                         ("state", state.to_owned()),
+                        // Also restores the entry if a reaper removed it
+                        // while this worker could not reach Redis.
+                        ("queues", shared.settings.queues.join(",")),
+                        ("pid", std::process::id().to_string()),
                     ],
                 )
                 .await?;
