@@ -11,8 +11,7 @@ use std::process::Command;
 
 use forge_deploy_tests::{Puppet, binary, files_with_suffix, repo_root, require_tool, run, run_ok};
 
-const ALL_ROLES: &str =
-    "include forge::proxy\ninclude forge::monitor\ninclude forge::idm\ninclude forge::forgectl\n";
+const ALL_ROLES: &str = "include forge::proxy\ninclude forge::monitor\ninclude forge::idm\ninclude forge::forgectl\ninclude forge::live\n";
 
 fn module() -> PathBuf {
     repo_root().join("puppet/forge")
@@ -277,6 +276,7 @@ fn all_roles_compile_on_one_host() {
             "Service[webservicemonitor.service]",
             "Service[idm-web.service]",
             "File[/etc/forge/forgectl.toml]",
+            "File[/etc/forge/live.toml]",
         ],
     );
 }
@@ -338,6 +338,20 @@ fn rendered_configs_pass_each_daemons_check_config() {
     );
     if out.status.code() == Some(2) || said.contains("forgectl.toml:") {
         failures.push(format!("forgectl rejects {}:\n{said}", file.display()));
+    }
+    // live.toml is read by the registration clients: portreleaser exits 78
+    // when the file is unreadable or invalid, 69 when no endpoint answers.
+    let file = etc.join("live.toml");
+    let out = run(Command::new(binary("portreleaser"))
+        .arg("--active-proxy")
+        .arg(&file)
+        .args(["--connect-timeout", "0.5", "--reply-timeout", "0.5"]));
+    if out.status.code() == Some(78) {
+        failures.push(format!(
+            "portreleaser rejects {}:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The secrets the configuration names are there, and only readable by
