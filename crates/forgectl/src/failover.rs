@@ -20,7 +20,10 @@ use anyhow::{Context as _, bail};
 use fred::prelude::*;
 
 use crate::config::Config;
-use crate::redis::{agreed_master, any_sentinel, direct, raw, sentinel_replicas, sentinel_views};
+use crate::redis::{
+    agreed_master, any_sentinel, direct, raw, sentinel_replica_info, sentinel_replicas,
+    sentinel_views,
+};
 use crate::status::{collect, render, unix_now};
 
 /// What happened.
@@ -147,6 +150,34 @@ pub async fn failover(
                 restore.push((addr.clone(), cur.clone()));
             }
             let _ = c.quit().await;
+        }
+        // Sentinel reads priorities from the replicas' INFO, every 10 s:
+        // wait until the Sentinel that will run the failover has seen ours.
+        writeln!(out, "waiting for Sentinel to see the replica priorities (up to 10 s)")?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen = sentinel_replica_info(&sentinel, &redis.service_name).await?;
+            let ready = seen.iter().all(|(addr, m)| {
+                let prio = m.get("slave-priority").map(String::as_str).unwrap_or("");
+                let down = m
+                    .get("flags")
+                    .is_some_and(|f| f.contains("down") || f.contains("disconnected"));
+                down || (*addr == target) == (prio != "0")
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                for (addr, prio) in &restore {
+                    if let Ok(c) = direct(redis, addr).await {
+                        let _ = raw(&c, "CONFIG", &["SET", "replica-priority", prio]).await;
+                    }
+                }
+                bail!(
+                    "Sentinel {sentinel_addr} did not pick up the replica priorities within 15 s"
+                );
+            }
+            tokio::time::sleep(poll.min(Duration::from_millis(500))).await;
         }
         writeln!(out, "promoting {target}")?;
         restore_target = Some(target);

@@ -173,6 +173,19 @@ pub async fn sentinel_replicas(
     sentinel: &Client,
     service: &str,
 ) -> Result<Vec<(String, String)>, RedisError> {
+    Ok(sentinel_replica_info(sentinel, service)
+        .await?
+        .into_iter()
+        .map(|(a, m)| (a, m.get("flags").cloned().unwrap_or_default()))
+        .collect())
+}
+
+/// Everything `SENTINEL REPLICAS` says about each replica, by `ip:port`
+/// (`flags`, `slave-priority`, `master-link-status`, …).
+pub async fn sentinel_replica_info(
+    sentinel: &Client,
+    service: &str,
+) -> Result<Vec<(String, BTreeMap<String, String>)>, RedisError> {
     let v = raw(sentinel, "SENTINEL", &["REPLICAS", service]).await?;
     let entries: Vec<Value> = v.convert().map_err(cmd_err("SENTINEL REPLICAS reply"))?;
     let mut out = Vec::new();
@@ -191,10 +204,7 @@ pub async fn sentinel_replicas(
         };
         let ip = map.get("ip").cloned().unwrap_or_default();
         let port = map.get("port").cloned().unwrap_or_default();
-        out.push((
-            format!("{ip}:{port}"),
-            map.get("flags").cloned().unwrap_or_default(),
-        ));
+        out.push((format!("{ip}:{port}"), map));
     }
     Ok(out)
 }
