@@ -6,8 +6,9 @@
 # as `forge::<name>`.
 #
 # Live state (which proxy is active, the Redis master, routes) is never
-# managed here: the daemons find the master through Sentinel and read
-# /etc/active-proxy or live.toml, which the failover tooling writes.
+# managed here: the daemons find the master through Sentinel, and
+# registration clients read live.toml (forge::live), which lists every
+# proxy and so does not change on a failover.
 #
 # @example A proxy host (hiera)
 #   forge::redis_sentinels: ['proxy-01.example.org:26379', 'proxy-02.example.org:26379']
