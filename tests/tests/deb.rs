@@ -211,3 +211,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn shell_scripts_parse() {
+    let root = repo_root();
+    for (shell, script) in [
+        ("sh", "packaging/debian/postinst"),
+        ("sh", "packaging/debian/prerm"),
+        ("sh", "packaging/debian/postrm"),
+        ("sh", "systemd/forge-job-status"),
+        ("bash", "scripts/build-deb"),
+    ] {
+        run_ok(Command::new(shell).arg("-n").arg(root.join(script)));
+    }
+}
