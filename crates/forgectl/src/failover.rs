@@ -101,6 +101,30 @@ fn info_field(info: &str, name: &str) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Puts the replicas' `replica-priority` back as it was.
+async fn restore_priorities(
+    redis: &forge_core::redis::RedisSettings,
+    restore: &[(String, String)],
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    for (addr, prio) in restore {
+        let done = async {
+            let c = direct(redis, addr).await?;
+            raw(&c, "CONFIG", &["SET", "replica-priority", prio]).await?;
+            let _ = c.quit().await;
+            Ok::<(), crate::redis::RedisError>(())
+        }
+        .await;
+        if let Err(e) = done {
+            writeln!(
+                out,
+                "WARNING: could not restore replica-priority {prio} on {addr}: {e}"
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Performs the failover and waits for every daemon; progress to `out`.
 pub async fn failover(
     config: &Config,
@@ -130,54 +154,60 @@ pub async fn failover(
         {
             bail!("replica {target} is {flags}; refusing to promote it");
         }
-        for (addr, flags) in &replicas {
-            if flags.contains("down") || flags.contains("disconnected") {
-                continue;
-            }
-            let c = direct(redis, addr).await?;
-            let cur: Vec<String> = raw(&c, "CONFIG", &["GET", "replica-priority"])
-                .await?
-                .convert()
-                .context("CONFIG GET replica-priority")?;
-            let cur = cur.get(1).cloned().unwrap_or_else(|| "100".into());
-            let want = if *addr == target {
-                if cur == "0" { "100" } else { cur.as_str() }
-            } else {
-                "0"
-            };
-            if want != cur {
-                raw(&c, "CONFIG", &["SET", "replica-priority", want]).await?;
-                restore.push((addr.clone(), cur.clone()));
-            }
-            let _ = c.quit().await;
-        }
-        // Sentinel reads priorities from the replicas' INFO, every 10 s:
-        // wait until the Sentinel that will run the failover has seen ours.
-        writeln!(out, "waiting for Sentinel to see the replica priorities (up to 10 s)")?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let seen = sentinel_replica_info(&sentinel, &redis.service_name).await?;
-            let ready = seen.iter().all(|(addr, m)| {
-                let prio = m.get("slave-priority").map(String::as_str).unwrap_or("");
-                let down = m
-                    .get("flags")
-                    .is_some_and(|f| f.contains("down") || f.contains("disconnected"));
-                down || (*addr == target) == (prio != "0")
-            });
-            if ready {
-                break;
-            }
-            if Instant::now() > deadline {
-                for (addr, prio) in &restore {
-                    if let Ok(c) = direct(redis, addr).await {
-                        let _ = raw(&c, "CONFIG", &["SET", "replica-priority", prio]).await;
-                    }
+        let prepared = async {
+            for (addr, flags) in &replicas {
+                if flags.contains("down") || flags.contains("disconnected") {
+                    continue;
                 }
-                bail!(
-                    "Sentinel {sentinel_addr} did not pick up the replica priorities within 15 s"
-                );
+                let c = direct(redis, addr).await?;
+                let cur: Vec<String> = raw(&c, "CONFIG", &["GET", "replica-priority"])
+                    .await?
+                    .convert()
+                    .context("CONFIG GET replica-priority")?;
+                let cur = cur.get(1).cloned().unwrap_or_else(|| "100".into());
+                let want = if *addr == target {
+                    if cur == "0" { "100" } else { cur.as_str() }
+                } else {
+                    "0"
+                };
+                if want != cur {
+                    raw(&c, "CONFIG", &["SET", "replica-priority", want]).await?;
+                    restore.push((addr.clone(), cur.clone()));
+                }
+                let _ = c.quit().await;
             }
-            tokio::time::sleep(poll.min(Duration::from_millis(500))).await;
+            // Sentinel reads priorities from the replicas' INFO, every 10 s:
+            // wait until the Sentinel that will run the failover has seen ours.
+            writeln!(
+                out,
+                "waiting for Sentinel to see the replica priorities (up to 10 s)"
+            )?;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let seen = sentinel_replica_info(&sentinel, &redis.service_name).await?;
+                let ready = seen.iter().all(|(addr, m)| {
+                    let prio = m.get("slave-priority").map(String::as_str).unwrap_or("");
+                    let down = m
+                        .get("flags")
+                        .is_some_and(|f| f.contains("down") || f.contains("disconnected"));
+                    down || (*addr == target) == (prio != "0")
+                });
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "Sentinel {sentinel_addr} did not pick up the replica priorities within 15 s"
+                    );
+                }
+                tokio::time::sleep(poll.min(Duration::from_millis(500))).await;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            restore_priorities(redis, &restore, out).await?;
+            return Err(e);
         }
         writeln!(out, "promoting {target}")?;
         restore_target = Some(target);
@@ -189,27 +219,40 @@ pub async fn failover(
     // fail with READONLY once it is a replica) so nothing lands on it after
     // the promotion, and the replicas catch up with it before Sentinel picks
     // one: an acknowledged write cannot be left behind.
-    let old = direct(redis, &old_master).await?;
+    // An unreachable old master (the reason for the failover, perhaps) can't
+    // be paused or demoted: Sentinel alone then decides.
+    let old = match direct(redis, &old_master).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            writeln!(
+                out,
+                "WARNING: the old master does not answer ({e}); failing over without pausing its writes"
+            )?;
+            None
+        }
+    };
     let pause_ms = (timeout.as_millis() as u64).clamp(1000, 15_000);
-    raw(&old, "CLIENT", &["PAUSE", &pause_ms.to_string(), "WRITE"])
-        .await
-        .context("pausing writes on the old master")?;
     let result = async {
-        let candidates: Vec<String> = match to {
-            Some(_) => restore_target.iter().cloned().collect(),
-            None => sentinel_replicas(&sentinel, &redis.service_name)
-                .await?
-                .into_iter()
-                .filter(|(_, f)| !f.contains("down") && !f.contains("disconnected"))
-                .map(|(a, _)| a)
-                .collect(),
-        };
-        let caught_up = catch_up(redis, &old, &candidates, Duration::from_secs(5)).await?;
-        writeln!(
-            out,
-            "replicas caught up with the old master: {}",
-            caught_up.join(", ")
-        )?;
+        if let Some(old) = &old {
+            raw(old, "CLIENT", &["PAUSE", &pause_ms.to_string(), "WRITE"])
+                .await
+                .context("pausing writes on the old master")?;
+            let candidates: Vec<String> = match to {
+                Some(_) => restore_target.iter().cloned().collect(),
+                None => sentinel_replicas(&sentinel, &redis.service_name)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, f)| !f.contains("down") && !f.contains("disconnected"))
+                    .map(|(a, _)| a)
+                    .collect(),
+            };
+            let caught_up = catch_up(redis, old, &candidates, Duration::from_secs(5)).await?;
+            writeln!(
+                out,
+                "replicas caught up with the old master: {}",
+                caught_up.join(", ")
+            )?;
+        }
         raw(&sentinel, "SENTINEL", &["FAILOVER", &redis.service_name])
             .await
             .context("SENTINEL FAILOVER")?;
@@ -229,39 +272,25 @@ pub async fn failover(
     .await;
     // Demote the old master at once (Sentinel would only do it seconds
     // later), drop its clients so they ask Sentinel again, end the pause.
-    if let Ok(new_master) = &result
-        && let Some((ip, port)) = new_master.rsplit_once(':')
-        && let Err(e) = raw(&old, "REPLICAOF", &[ip, port]).await
-    {
-        writeln!(
-            out,
-            "WARNING: could not make {old_master} a replica of {new_master}: {e}"
-        )?;
-    }
-    let _ = raw(&old, "CLIENT", &["UNPAUSE"]).await;
-    if result.is_ok() {
-        let _ = raw(&old, "CLIENT", &["KILL", "TYPE", "normal", "SKIPME", "yes"]).await;
-        let _ = raw(&old, "CLIENT", &["KILL", "TYPE", "pubsub", "SKIPME", "yes"]).await;
-    }
-    let _ = old.quit().await;
-    let promoted_after = started.elapsed();
-    for (addr, prio) in &restore {
-        match direct(redis, addr).await {
-            Ok(c) => {
-                if let Err(e) = raw(&c, "CONFIG", &["SET", "replica-priority", prio]).await {
-                    writeln!(
-                        out,
-                        "WARNING: could not restore replica-priority {prio} on {addr}: {e}"
-                    )?;
-                }
-                let _ = c.quit().await;
-            }
-            Err(e) => writeln!(
+    if let Some(old) = &old {
+        if let Ok(new_master) = &result
+            && let Some((ip, port)) = new_master.rsplit_once(':')
+            && let Err(e) = raw(old, "REPLICAOF", &[ip, port]).await
+        {
+            writeln!(
                 out,
-                "WARNING: could not restore replica-priority {prio} on {addr}: {e}"
-            )?,
+                "WARNING: could not make {old_master} a replica of {new_master}: {e}"
+            )?;
         }
+        let _ = raw(old, "CLIENT", &["UNPAUSE"]).await;
+        if result.is_ok() {
+            let _ = raw(old, "CLIENT", &["KILL", "TYPE", "normal", "SKIPME", "yes"]).await;
+            let _ = raw(old, "CLIENT", &["KILL", "TYPE", "pubsub", "SKIPME", "yes"]).await;
+        }
+        let _ = old.quit().await;
     }
+    let promoted_after = started.elapsed();
+    restore_priorities(redis, &restore, out).await?;
     let _ = sentinel.quit().await;
     let new_master = result?;
     writeln!(
