@@ -29,6 +29,17 @@ pub struct Config {
     pub log: LogSettings,
     /// SMTP for the `forge.send_mail` built-in.
     pub mail: MailSettings,
+    /// The identity app's jobs (`idm.*`), when set.
+    pub idm: IdmSettings,
+}
+
+/// `[idm]`: run the identity app's job handlers (`idm_web::jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdmSettings {
+    /// idm-web's configuration file (database, LDAP, mail, tokens, Redis);
+    /// unset: the `idm.*` handlers are not registered.
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// `[admin]`: `/healthz`, `/status`, `/metrics`, `/log-filter`.

@@ -192,7 +192,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    let registry = rq_worker::registry(&config);
+    let mut registry = rq_worker::registry(&config);
+    if let Some(idm_config) = &config.idm.config {
+        let core = idm_web::jobs::load_core(idm_config)
+            .await
+            .with_context(|| format!("[idm] config = {}", idm_config.display()))?;
+        idm_web::jobs::register(&mut registry, core);
+        for q in [
+            idm_web::jobs::DEFAULT_QUEUE,
+            idm_web::jobs::NOTIFICATION_QUEUE,
+        ] {
+            if !config.worker.queues.iter().any(|w| w == q) {
+                tracing::warn!(
+                    queue = q,
+                    "[idm] is set but worker.queues lacks this queue: its idm jobs will not run here"
+                );
+            }
+        }
+    }
     systemd::ready();
     systemd::spawn_watchdog(shutdown.clone(), || true);
     tracing::info!(redis = %config.redis.describe(), queues = %config.worker.queues.join(","), generation = %loaded.generation, "rq-worker starting");
