@@ -260,6 +260,25 @@ fn idm_role_compiles() {
             "{secret} leaked into idm-web.toml:\n{conf}"
         );
     }
+    // The timers' schedule, age and one-host-per-period lease reach the units.
+    let expire =
+        r["File[/etc/systemd/system/idm-web-expire-signups.service.d/puppet.conf]"]["content"]
+            .as_str()
+            .unwrap();
+    assert!(
+        expire.contains(
+            "ExecStart=\nExecStart=/usr/bin/idm-web --config /etc/forge/idm-web.toml --once-per 72000 expire-signups --days 7\n"
+        ),
+        "{expire}"
+    );
+    let sync =
+        r["File[/etc/systemd/system/idm-web-sync-username-block.timer.d/puppet.conf]"]["content"]
+            .as_str()
+            .unwrap();
+    assert!(
+        sync.contains("OnCalendar=\nOnCalendar=*-*-* 03:00:00\n"),
+        "{sync}"
+    );
     // idm-web and rq-worker read their configuration only at start: a
     // change restarts them.
     assert!(r["Service[idm-web.service]"].get("restart").is_none());

@@ -43,6 +43,10 @@
 #   (systemd OnCalendar=).
 # @param expire_signups_calendar When expired signups are deleted.
 # @param expire_signups_days Age in days after which unactivated signups go.
+# @param timer_once_per_secs With several identity hosts: run each timer
+#   job on one host per this many seconds (e.g. 72000 for the daily jobs;
+#   idm-web's `--once-per`, a Redis lease), the others skip (and count as
+#   done). Unset: every host runs its timers.
 # @param textfile_dir The node exporter's textfile directory, where the
 #   timers' last success and failure times are exported.
 # @param config_change What a changed config file does to idm-web and
@@ -79,6 +83,7 @@ class forge::idm (
   String[1] $sync_username_block_calendar = 'daily',
   String[1] $expire_signups_calendar = 'daily',
   Integer[1] $expire_signups_days = 5,
+  Optional[Integer[60]] $timer_once_per_secs = undef,
   String[1] $textfile_dir = '/var/lib/prometheus/node-exporter',
   Forge::Configchange $config_change = 'restart',
 ) {
@@ -202,9 +207,20 @@ class forge::idm (
     '/var/lib/prometheus/node-exporter' => '',
     default                              => "Environment=FORGE_TEXTFILE_DIR=${textfile_dir}\n",
   }
-  $expire_exec = $expire_signups_days ? {
-    5       => '',
-    default => "ExecStart=\nExecStart=/usr/bin/idm-web --config /etc/forge/idm-web.toml expire-signups --days ${expire_signups_days}\n",
+  # With several identity hosts, each timer runs on one of them per period
+  # (`--once-per`: a Redis lease), and another takes over when it is gone.
+  $once_per = $timer_once_per_secs ? {
+    undef   => '',
+    default => " --once-per ${timer_once_per_secs}",
+  }
+  $idm_cmd = "/usr/bin/idm-web --config /etc/forge/idm-web.toml${once_per}"
+  $sync_exec = $once_per ? {
+    ''      => '',
+    default => "ExecStart=\nExecStart=${idm_cmd} sync-username-block\n",
+  }
+  $expire_exec = "${expire_signups_days}${once_per}" ? {
+    '5'     => '',
+    default => "ExecStart=\nExecStart=${idm_cmd} expire-signups --days ${expire_signups_days}\n",
   }
   $dropins = {
     'idm-web-sync-username-block.timer'   => $sync_username_block_calendar ? {
@@ -215,7 +231,7 @@ class forge::idm (
       'daily' => '',
       default => "[Timer]\nOnCalendar=\nOnCalendar=${expire_signups_calendar}\n",
     },
-    'idm-web-sync-username-block.service' => $textfile_env,
+    'idm-web-sync-username-block.service' => "${textfile_env}${sync_exec}",
     'idm-web-expire-signups.service'      => "${textfile_env}${expire_exec}",
     'forge-job-failed@.service'           => $textfile_env ? {
       ''      => '',
