@@ -526,3 +526,69 @@ async fn the_binary_prints_dry_run_decisions() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_daemon_serves_health_and_stops_cleanly_on_sigterm() {
+    let mut site = Site::new().await;
+    site.add_tool("down", 50001, Some(GRID_MANIFEST));
+    let mut cfg = site.monitor_config();
+    let admin_port = forge_test_support::free_port();
+    cfg.admin.listen = format!("127.0.0.1:{admin_port}");
+    let path = site.dir.path().join("webservicemonitor.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webservicemonitor"))
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if !site.restarts().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(site.restarts(), ["tools.down --release=buster lighttpd"]);
+    // /healthz over real HTTP.
+    let mut health = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", admin_port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            s.read_to_string(&mut health).await.unwrap();
+            if health.contains("last_pass_at") {
+                break;
+            }
+            health.clear();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        health.starts_with("HTTP/1.0 200") || health.starts_with("HTTP/1.1 200"),
+        "{health}"
+    );
+    assert!(health.contains("\"active\":true"), "{health}");
+    let holder: Option<String> = site
+        .client
+        .get("forge:lease:webservicemonitor")
+        .await
+        .unwrap();
+    assert!(holder.is_some());
+
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let holder: Option<String> = site
+        .client
+        .get("forge:lease:webservicemonitor")
+        .await
+        .unwrap();
+    assert_eq!(holder, None, "the lease is handed back on shutdown");
+}
