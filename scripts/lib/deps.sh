@@ -17,6 +17,7 @@ declare -A FORGE_PKG_OF=(
   [chromedriver]=chromium-driver
   [curl]=curl
   [python3]=python3
+  [openssl]=openssl
 )
 
 # ensure_binaries BIN... : installs the packages for missing binaries.
