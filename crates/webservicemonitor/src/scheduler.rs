@@ -259,11 +259,15 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so a timeout kills the whole tree (sudo, a
+        // shell, what they started), not just the direct child.
+        .process_group(0)
         .spawn()
         .map_err(|e| SchedulerError::Spawn {
             program: program.clone(),
             reason: e.to_string(),
         })?;
+    let child_pid = child.id();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let work = async {
@@ -286,7 +290,13 @@ pub async fn run(
     let (out, err, status) = match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => {
-            // kill_on_drop reaps the child when `child` goes out of scope.
+            if let Some(pid) = child_pid {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // kill_on_drop reaps the direct child when `child` goes out of scope.
             return Err(SchedulerError::Timeout {
                 program,
                 secs: timeout.as_secs(),

@@ -592,3 +592,33 @@ async fn the_daemon_serves_health_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(holder, None, "the lease is handed back on shutdown");
 }
+
+#[tokio::test]
+async fn a_hanging_restart_command_is_killed_after_its_timeout() {
+    let mut site = Site::new().await;
+    site.add_tool("slow", 50001, Some(GRID_MANIFEST));
+    let marker = site.dir.path().join("survived");
+    let hang = site.dir.path().join("hang.sh");
+    std::fs::write(
+        &hang,
+        format!("#!/bin/sh\nsleep 3\ntouch '{}'\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cfg = site.monitor_config();
+    cfg.restart.command = ArgvTemplate::new(vec![hang.display().to_string()]);
+    cfg.restart.timeout_secs = 1;
+    let r = monitor(&site, cfg, "a").pass(false).await;
+    assert_eq!(action_of(&r, "slow"), Action::RestartFailed);
+    assert!(
+        reason_of(&r, "slow").contains("did not finish within 1 s"),
+        "{r:#?}"
+    );
+    assert!(
+        site.service_log("slow")
+            .contains("did not finish within 1 s")
+    );
+    // The whole process tree was killed: the script never got to its end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!marker.exists());
+}
