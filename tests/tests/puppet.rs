@@ -260,6 +260,15 @@ fn idm_role_compiles() {
             "{secret} leaked into idm-web.toml:\n{conf}"
         );
     }
+    // rq-worker runs idm-web's jobs with idm-web's configuration.
+    let worker = r["File[/etc/forge/rq-worker.toml]"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        worker.contains("[idm]\nconfig = \"/etc/forge/idm-web.toml\"")
+            && worker.contains("queues = [\"default\", \"notification\"]"),
+        "{worker}"
+    );
     // The timers' schedule, age and one-host-per-period lease reach the units.
     let expire =
         r["File[/etc/systemd/system/idm-web-expire-signups.service.d/puppet.conf]"]["content"]

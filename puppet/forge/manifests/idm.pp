@@ -35,7 +35,9 @@
 # @param admin_recipients Who is told about new accounts.
 # @param token_secret The activation-token key (at least 32 characters).
 # @param idm_web_settings Further idm-web keys.
-# @param worker_queues Queues rq-worker serves, in priority order.
+# @param worker_queues Queues rq-worker serves, in priority order (its
+#   `[idm]` section names idm-web's configuration, so it runs the `idm.*`
+#   jobs of `default` and `notification`).
 # @param worker_concurrency Jobs rq-worker runs at once.
 # @param worker_admin_listen rq-worker's admin listener.
 # @param rq_worker_settings Further rq-worker keys.
@@ -194,6 +196,9 @@ class forge::idm (
           'tls'       => $smtp_tls,
           'from'      => $mail_from,
           'username'  => $smtp_user,
+        },
+        'idm'    => {
+          'config' => "${forge::etc}/idm-web.toml",
         },
         'redis'  => $forge::redis_settings,
         'log'    => $forge::log_settings,
