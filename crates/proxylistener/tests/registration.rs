@@ -338,3 +338,23 @@ async fn trailing_input_does_not_destroy_the_reply() {
     request.extend(std::iter::repeat_n(b'x', 20_000));
     assert_eq!(h.send(&request).await, "ok");
 }
+
+#[tokio::test]
+async fn reloaded_policy_applies_to_the_next_request() {
+    let h = Harness::start().await;
+    assert_eq!(h.send(&register(".*", "http://127.0.0.1:5000")).await, "ok");
+    let mut next = (*h.config.get()).clone();
+    next.policy.min_backend_port = 6000;
+    next.project = "other".into();
+    h.config.replace(next);
+    let reply = h.send(&register(".*", "http://127.0.0.1:5000")).await;
+    assert!(
+        reply.contains("outside the allowed range 6000-65535"),
+        "{reply}"
+    );
+    let reply = h.send(&register(".*", "http://127.0.0.1:6000")).await;
+    assert!(
+        reply.contains("not a tool account (other.<tool>)"),
+        "{reply}"
+    );
+}

@@ -24,6 +24,7 @@ pub struct Harness {
     pub shutdown: Shutdown,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub db: Client,
+    pub config: std::sync::Arc<Reloadable<Config>>,
 }
 
 pub fn test_config(redis_url: &str, ident_port: u16) -> Config {
@@ -58,8 +59,9 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
+        let live = Reloadable::new(config);
         let ctx = Context {
-            config: Reloadable::new(config),
+            config: std::sync::Arc::clone(&live),
             store,
         };
         let task = tokio::spawn(proxylistener::run(listener, ctx, shutdown.clone()));
@@ -72,6 +74,7 @@ impl Harness {
             shutdown,
             task,
             db,
+            config: live,
         }
     }
 
