@@ -616,4 +616,29 @@ impl Directory {
         check("modify own userPassword", r)?;
         Ok(true)
     }
+
+    /// The accounts (`uid`, `cn`) whose `mail` is `mail`.
+    pub async fn accounts_by_mail(
+        &self,
+        mail: &str,
+    ) -> Result<Vec<(String, String)>, DirectoryError> {
+        let filter = format!("(&(objectClass=posixAccount)(mail={}))", ldap_escape(mail));
+        let found = self
+            .search(
+                &self.settings.people_base,
+                Scope::Subtree,
+                &filter,
+                vec!["uid", "cn"],
+            )
+            .await?;
+        Ok(found
+            .iter()
+            .map(|e| {
+                (
+                    first(e, "uid").unwrap_or_default(),
+                    first(e, "cn").unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
 }

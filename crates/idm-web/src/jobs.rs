@@ -5,6 +5,7 @@
 //! | `idm.send_activation_mail` | `notification` | signup id | mails the activation link    |
 //! | `idm.create_account`       | `default`      | signup id | creates the LDAP entry       |
 //! | `idm.notify_admins`        | `notification` | signup id | tells the admins (once)      |
+//! | `idm.send_username_reminder` | `notification` | e-mail as typed | mails the account names for it |
 //! | `idm.send_password_reset`  | `notification` | login or e-mail as typed | mails a reset link if one account matches |
 //!
 //! Arguments are plain signup ids (JSON numbers), never serialized objects:
@@ -32,6 +33,8 @@ pub const CREATE_ACCOUNT: &str = "idm.create_account";
 pub const NOTIFY_ADMINS: &str = "idm.notify_admins";
 /// Function name of the password-reset mail job.
 pub const SEND_PASSWORD_RESET: &str = "idm.send_password_reset";
+/// Function name of the forgotten-username mail job.
+pub const SEND_USERNAME_REMINDER: &str = "idm.send_username_reminder";
 /// The queue of the account job.
 pub const DEFAULT_QUEUE: &str = "default";
 /// The queue of mail jobs.
@@ -89,6 +92,16 @@ impl JobQueues {
             .await
     }
 
+    /// Queues the username reminder for `email`.
+    pub async fn enqueue_username_reminder(&self, email: &str) -> Result<(), ServiceError> {
+        self.put_value(
+            &self.notification,
+            SEND_USERNAME_REMINDER,
+            Value::from(email),
+        )
+        .await
+    }
+
     /// Queues the admin notification of signup `id`.
     pub async fn enqueue_notify_admins(&self, id: i64) -> Result<(), ServiceError> {
         self.put(&self.notification, NOTIFY_ADMINS, id).await
@@ -132,6 +145,18 @@ pub fn register(registry: &mut HandlerRegistry, core: Arc<Core>) {
         async move {
             let key: String = args.arg(0)?;
             let sent = c.send_password_reset(&key).await.map_err(to_job_error)?;
+            Ok(serde_json::json!({ "sent": sent }))
+        }
+    });
+    let c = Arc::clone(&core);
+    registry.register(SEND_USERNAME_REMINDER, move |_ctx, args: JobArgs| {
+        let c = Arc::clone(&c);
+        async move {
+            let email: String = args.arg(0)?;
+            let sent = c
+                .send_username_reminder(&email)
+                .await
+                .map_err(to_job_error)?;
             Ok(serde_json::json!({ "sent": sent }))
         }
     });

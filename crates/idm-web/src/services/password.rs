@@ -9,6 +9,9 @@
 //!   up (by `uid`, `cn` or `mail`) and, if exactly one matches, mails a link
 //!   whose token is bound to the current password hash (see `tokens`), valid
 //!   `tokens.reset_hours`. Setting a new password through it kills the link.
+//! * **Forgotten username**: the same neutral pattern; the job
+//!   `idm.send_username_reminder` mails the names of every account with that
+//!   address, to that address only.
 
 use super::account::{JobFailure, JobRefusal};
 use super::signup::FieldErrors;
@@ -191,5 +194,42 @@ impl Core {
         metrics::counter!("forge_idm_password_changes_total", "how" => "reset").increment(1);
         tracing::info!(uid = %account.uid, "password reset");
         Ok(ResetOutcome::Done)
+    }
+
+    /// Queues a reminder of the account names registered to `email`. Says
+    /// nothing about whether any are.
+    pub async fn request_username_reminder(&self, email: &str) -> Result<(), ServiceError> {
+        let email = email.trim();
+        if !super::signup::valid_email(email) {
+            return Ok(());
+        }
+        self.queues()?.enqueue_username_reminder(email).await
+    }
+
+    /// Job: mails the names of the accounts registered to `email`, if any.
+    pub async fn send_username_reminder(&self, email: &str) -> Result<bool, JobFailure> {
+        let accounts = self
+            .directory
+            .accounts_by_mail(email)
+            .await
+            .map_err(ServiceError::from)?;
+        if accounts.is_empty() {
+            tracing::info!("username reminder asked for an unknown address; nothing sent");
+            return Ok(false);
+        }
+        let list: String = accounts
+            .iter()
+            .map(|(uid, cn)| format!("  Username: {cn}\n  Shell name: {uid}\n\n"))
+            .collect();
+        let body = format!(
+            "Hello,\n\nsomeone (hopefully you) asked which developer accounts use this e-mail address:\n\n{list}\
+             You can log in with either name: {base}/login\n",
+            base = self.config.http.public_base_url.trim_end_matches('/'),
+        );
+        self.mailer
+            .send(&[email.to_owned()], "Your developer account name", body)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(true)
     }
 }

@@ -121,6 +121,10 @@ fn templates() -> Environment<'static> {
             "password_reset.html",
             include_str!("../../templates/password_reset.html"),
         ),
+        (
+            "username_forgot.html",
+            include_str!("../../templates/username_forgot.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, text) {
             // Templates are compiled into the binary; a broken one is a bug caught by tests.
@@ -200,6 +204,10 @@ pub fn router_with(state: AppState) -> Router {
         .route(
             "/password/forgot",
             get(pages::password_forgot_form).post(pages::password_forgot_submit),
+        )
+        .route(
+            "/username/forgot",
+            get(pages::username_forgot_form).post(pages::username_forgot_submit),
         )
         .route(
             "/password/reset/{token}",
@@ -387,6 +395,10 @@ mod tests {
             "activate.html",
             "account.html",
             "index.html",
+            "password_change.html",
+            "password_forgot.html",
+            "password_reset.html",
+            "username_forgot.html",
         ] {
             env.get_template(t).unwrap();
         }

@@ -670,3 +670,50 @@ pub(super) async fn password_reset_submit(
         Err(e) => internal(&state, &csrf, &e),
     }
 }
+
+pub(super) async fn username_forgot_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+) -> Response {
+    state.render(
+        StatusCode::OK,
+        "username_forgot.html",
+        context! { title => "Forgot your username?", csrf_token => csrf.0 },
+    )
+}
+
+/// The forgotten-username form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct EmailForm {
+    email: String,
+}
+
+pub(super) async fn username_forgot_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Form(form): Form<EmailForm>,
+) -> Response {
+    if state.limits().login_ip.check_key(&ip).is_err() {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "username_reminder")
+            .increment(1);
+        return message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &csrf,
+            "Too many requests",
+            &["Please wait a minute and try again."],
+        );
+    }
+    if let Err(e) = state.core.request_username_reminder(&form.email).await {
+        return internal(&state, &csrf, &e);
+    }
+    message(
+        &state,
+        StatusCode::OK,
+        &csrf,
+        "Check your e-mail",
+        &["If accounts use this address, we sent their names to it."],
+    )
+}

@@ -193,3 +193,47 @@ async fn forgotten_password_is_reset_by_mail_with_neutral_answers() {
     }
     panic!("no second reset mail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_username_is_mailed_with_neutral_answers() {
+    let env = Env::start_with(EnvOptions {
+        admin_recipients: false,
+        ..Default::default()
+    })
+    .await;
+    make_account(&env, "gina", "Gina Example", GOOD_PASSWORD).await;
+    let mut c = env.client();
+    let known = c
+        .submit(
+            "/username/forgot",
+            "/username/forgot",
+            &[("email", "gina@example.org")],
+        )
+        .await;
+    let unknown = c
+        .submit(
+            "/username/forgot",
+            "/username/forgot",
+            &[("email", "nobody@example.org")],
+        )
+        .await;
+    assert_eq!(known.status, 200);
+    assert_eq!(
+        (known.status, &known.body),
+        (unknown.status, &unknown.body),
+        "the answer reveals nothing"
+    );
+    let mails = env.smtp.wait_for(1, Duration::from_secs(20)).await.unwrap();
+    let body = mails[0].text_body().unwrap();
+    assert_eq!(mails[0].recipients, vec!["gina@example.org".to_owned()]);
+    assert!(
+        body.contains("Gina Example") && body.contains("Shell name: gina"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.smtp.messages().len(),
+        1,
+        "nothing is sent to an unknown address"
+    );
+}
