@@ -423,3 +423,43 @@ fn check_config_rejects_an_unknown_key() {
         .arg("--check-config"));
     assert!(!out.status.success(), "an unknown key was accepted");
 }
+
+/// Every parameter of every class and defined type has a `@param` line
+/// (the module's reference documentation; defaults are in the signature).
+#[test]
+fn every_parameter_is_documented() {
+    let mut manifests = Vec::new();
+    all_files(&module().join("manifests"), ".pp", &mut manifests);
+    let mut undocumented = Vec::new();
+    let mut checked = 0;
+    for m in &manifests {
+        let text = std::fs::read_to_string(m).unwrap();
+        let Some(start) = text.find("\nclass ").or_else(|| text.find("\ndefine ")) else {
+            continue;
+        };
+        let signature = &text[start..];
+        let end = signature.find(") {").unwrap_or(signature.len());
+        for line in signature[..end].lines().skip(1) {
+            let Some(dollar) = line.find('$') else {
+                continue;
+            };
+            let name: String = line[dollar + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name.is_empty() {
+                continue;
+            }
+            checked += 1;
+            if !text.contains(&format!("# @param {name} ")) {
+                undocumented.push(format!("{}: ${name}", m.display()));
+            }
+        }
+        assert!(text.contains("# @summary"), "{}: no @summary", m.display());
+    }
+    assert!(
+        undocumented.is_empty(),
+        "undocumented parameters:\n{}",
+        undocumented.join("\n")
+    );
+}
