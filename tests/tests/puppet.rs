@@ -458,6 +458,10 @@ fn every_parameter_is_documented() {
         assert!(text.contains("# @summary"), "{}: no @summary", m.display());
     }
     assert!(
+        checked > 60,
+        "only {checked} parameters found: is the parser broken?"
+    );
+    assert!(
         undocumented.is_empty(),
         "undocumented parameters:\n{}",
         undocumented.join("\n")
