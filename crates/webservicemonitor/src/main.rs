@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use clap::Parser;
 use forge_core::cli::CommonArgs;
 use forge_core::lifecycle::{self, systemd};
@@ -87,12 +88,17 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     board.set_log_control(log.clone());
 
     let redis = config.redis.client().context("Redis client")?;
-    redis.init().await.map_err(|e| {
-        anyhow!(
-            "cannot connect to Redis at {}: {e}",
-            config.redis.describe()
-        )
-    })?;
+    // Connect in the background with endless reconnects: while Redis is
+    // unreachable a pass reports the error and restarts nothing, and the
+    // daemon keeps running until it is back.
+    let _connection = redis.connect();
+    let waited = tokio::time::timeout(Duration::from_secs(5), redis.wait_for_connect()).await;
+    if !matches!(waited, Ok(Ok(()))) {
+        tracing::warn!(
+            redis = %config.redis.describe(),
+            "Redis not reachable yet; passes fail (and restart nothing) until it is"
+        );
+    }
     let store = Store::new(redis);
 
     let shutdown = Shutdown::new();

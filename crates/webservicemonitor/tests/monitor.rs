@@ -622,3 +622,33 @@ async fn a_hanging_restart_command_is_killed_after_its_timeout() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!marker.exists());
 }
+
+#[tokio::test]
+async fn redis_down_fails_the_pass_without_restarts() {
+    let mut site = Site::new().await;
+    site.add_tool("down", 50001, Some(GRID_MANIFEST));
+    let mut cfg = site.monitor_config();
+    cfg.redis = forge_core::redis::RedisSettings::for_url(&format!(
+        "redis://127.0.0.1:{}",
+        forge_test_support::free_port()
+    ));
+    cfg.redis.command_timeout_ms = 500;
+    cfg.redis.connect_timeout_ms = 500;
+    let path = site.dir.path().join("webservicemonitor.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_webservicemonitor"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--once")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("pass: FAILED: Redis: cannot take the lease"),
+        "{stdout}"
+    );
+    assert!(site.restarts().is_empty());
+}
