@@ -168,6 +168,11 @@ pub struct MasterView {
     /// For a master, how many replicas are connected; for a replica, 1 when
     /// its link to the master is up, else 0.
     pub replicas_or_link: i64,
+    /// The replication id (`master_replid` of `INFO replication`): the same
+    /// on a master and every replica in sync with it, so it identifies the
+    /// master even where its address is seen differently (a daemon talking
+    /// to its local Redis through `127.0.0.1`). Empty if unknown.
+    pub replid: String,
 }
 
 /// Asks the server behind `client` for its replication role (`ROLE`).
@@ -177,6 +182,15 @@ pub async fn master_view(client: &Client) -> Result<MasterView, fred::error::Err
         .custom(fred::cmd!("ROLE"), Vec::<String>::new())
         .await?;
     let parts: Vec<Value> = reply.convert()?;
+    let info: String = client
+        .info(Some(fred::types::InfoKind::Replication))
+        .await
+        .unwrap_or_default();
+    let replid = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("master_replid:"))
+        .unwrap_or("")
+        .to_owned();
     let text = |v: Option<&Value>| v.and_then(|v| v.as_string()).unwrap_or_default();
     let number = |v: Option<&Value>| v.and_then(|v| v.as_i64()).unwrap_or(0);
     match text(parts.first()).as_str() {
@@ -194,12 +208,14 @@ pub async fn master_view(client: &Client) -> Result<MasterView, fred::error::Err
                 role: "master".into(),
                 master: me,
                 replicas_or_link: replicas,
+                replid,
             })
         }
         "slave" => Ok(MasterView {
             role: "replica".into(),
             master: format!("{}:{}", text(parts.get(1)), number(parts.get(2))),
             replicas_or_link: i64::from(text(parts.get(3)) == "connected"),
+            replid,
         }),
         other => Err(fred::error::Error::new(
             fred::error::ErrorKind::Protocol,
@@ -208,8 +224,9 @@ pub async fn master_view(client: &Client) -> Result<MasterView, fred::error::Err
     }
 }
 
-/// Keeps `board`'s `redis_role`, `redis_master` and `redis_master_checked_at`
-/// (unix seconds of the last successful look) status fields current: `ROLE`
+/// Keeps `board`'s `redis_role`, `redis_master`, `redis_replid` and
+/// `redis_master_checked_at` (unix seconds of the last successful look)
+/// status fields current: `ROLE`
 /// through `client` every `every`, until shutdown. `forgectl status` compares
 /// these fields across hosts. When Redis does not answer, `redis_role`
 /// becomes `unreachable` and `redis_master` keeps the last value seen (its
@@ -237,6 +254,7 @@ pub fn report_master(
                     board.set_field("redis_role", view.role.clone());
                     board.set_field("redis_master", view.master.clone());
                     board.set_field("redis_master_checked_at", now);
+                    board.set_field("redis_replid", view.replid.clone());
                     if view.role == "master" {
                         board.set_field("redis_replicas", view.replicas_or_link);
                     } else {

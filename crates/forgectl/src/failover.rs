@@ -309,10 +309,11 @@ pub async fn failover(
     let mut last_waiting = String::new();
     loop {
         let report = collect(config).await;
+        let on_new = report.expected_master.as_deref() == Some(new_master.as_str());
         let waiting: Vec<String> = report
             .rows
             .iter()
-            .filter(|r| r.redis_master != new_master || r.redis_role == "unreachable")
+            .filter(|r| !on_new || !r.on_expected_master || r.redis_role == "unreachable")
             .map(|r| {
                 format!(
                     "{}/{} ({} {})",
@@ -329,12 +330,13 @@ pub async fn failover(
             )?;
             last_waiting = waiting;
         }
-        let converged = report.rows.iter().all(|r| {
-            r.redis_master == new_master
-                && r.redis_role != "unreachable"
-                && r.checked_age_s
-                    .is_some_and(|age| unix_now().saturating_sub(age) >= started_unix)
-        });
+        let converged = on_new
+            && report.rows.iter().all(|r| {
+                r.on_expected_master
+                    && r.redis_role != "unreachable"
+                    && r.checked_age_s
+                        .is_some_and(|age| unix_now().saturating_sub(age) >= started_unix)
+            });
         if converged && !report.rows.is_empty() {
             let converged_after = started.elapsed();
             render(&report, out)?;

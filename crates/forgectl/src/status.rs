@@ -48,6 +48,11 @@ pub struct Row {
     pub redis_role: String,
     /// The master it sees.
     pub redis_master: String,
+    /// The replication id of what it sees (`master_replid`).
+    pub redis_replid: String,
+    /// Whether it follows the expected master: same address, or the same
+    /// replication id (a daemon reaching the master as `127.0.0.1`).
+    pub on_expected_master: bool,
     /// Seconds since its last successful look at Redis.
     pub checked_age_s: Option<u64>,
     /// `ok`, `degraded`, `failing`, `unreachable`.
@@ -68,6 +73,8 @@ pub struct Report {
     pub sentinels: Vec<(String, String)>,
     /// The master rows are compared against.
     pub expected_master: Option<String>,
+    /// Its replication id, when known.
+    pub expected_replid: Option<String>,
     /// Problems not tied to a row (Sentinels disagreeing, …).
     pub cluster_problems: Vec<String>,
 }
@@ -78,13 +85,15 @@ impl Report {
         self.cluster_problems.len() + self.rows.iter().map(|r| r.problems.len()).sum::<usize>()
     }
 
-    /// Whether every row reports `master` as its Redis master, reachable.
+    /// Whether `master` is the expected master and every row follows it,
+    /// reachable.
     pub fn all_on(&self, master: &str) -> bool {
         !self.rows.is_empty()
+            && self.expected_master.as_deref() == Some(master)
             && self
                 .rows
                 .iter()
-                .all(|r| r.redis_master == master && r.redis_role != "unreachable")
+                .all(|r| r.on_expected_master && r.redis_role != "unreachable")
     }
 }
 
@@ -132,7 +141,21 @@ pub async fn collect(config: &Config) -> Report {
     } else {
         sentinel_views(&config.redis).await.unwrap_or_default()
     };
-    evaluate(config, docs, &views, unix_now())
+    // The replication id of the master the Sentinels name, so a daemon that
+    // reaches it under another address (127.0.0.1) is recognised.
+    let replid = match agreed_master(&views) {
+        Ok(m) => master_replid(config, &m).await,
+        Err(_) => None,
+    };
+    evaluate(config, docs, &views, replid, unix_now())
+}
+
+/// `master_replid` of the server at `addr`.
+async fn master_replid(config: &Config, addr: &str) -> Option<String> {
+    let c = crate::redis::direct(&config.redis, addr).await.ok()?;
+    let v = forge_core::redis::master_view(&c).await.ok();
+    let _ = fred::prelude::ClientLike::quit(&c).await;
+    v.map(|v| v.replid).filter(|r| !r.is_empty())
 }
 
 /// Runs futures concurrently, keeping order.
@@ -197,6 +220,7 @@ pub fn evaluate(
     config: &Config,
     docs: Vec<(String, String, Result<Value, String>)>,
     views: &[SentinelView],
+    expected_replid: Option<String>,
     now: u64,
 ) -> Report {
     let mut cluster_problems = Vec::new();
@@ -234,6 +258,8 @@ pub fn evaluate(
                     .unwrap_or_else(|| "-".into()),
                 redis_role: text(&d, "redis_role"),
                 redis_master: text(&d, "redis_master"),
+                redis_replid: text(&d, "redis_replid"),
+                on_expected_master: false,
                 checked_age_s: d
                     .get("redis_master_checked_at")
                     .and_then(Value::as_u64)
@@ -250,6 +276,8 @@ pub fn evaluate(
                 role: "-".into(),
                 redis_role: String::new(),
                 redis_master: String::new(),
+                redis_replid: String::new(),
+                on_expected_master: false,
                 checked_age_s: None,
                 health: "unreachable".into(),
                 problems: vec![format!("unreachable: {e}")],
@@ -281,6 +309,18 @@ pub fn evaluate(
             ));
         }
     }
+    let expected_replid = expected_replid.or_else(|| {
+        let m = expected_master.as_deref()?;
+        rows.iter()
+            .find(|r| r.redis_master == m && !r.redis_replid.is_empty())
+            .map(|r| r.redis_replid.clone())
+    });
+    for r in rows.iter_mut() {
+        r.on_expected_master = !r.redis_master.is_empty()
+            && (expected_master.as_deref() == Some(r.redis_master.as_str())
+                || (!r.redis_replid.is_empty()
+                    && expected_replid.as_deref() == Some(r.redis_replid.as_str())));
+    }
     let version = most_common(rows.iter().filter(reachable).map(|r| r.version.as_str()));
     // Per daemon kind: the generation most hosts run (None on a tie), and
     // all the generations seen.
@@ -305,7 +345,7 @@ pub fn evaluate(
             r.problems
                 .push("reports no Redis master (too old to have redis_master?)".into());
         } else if let Some(m) = &expected_master
-            && &r.redis_master != m
+            && !r.on_expected_master
         {
             r.problems
                 .push(format!("sees master {} not {m}", r.redis_master));
@@ -356,6 +396,7 @@ pub fn evaluate(
             .collect(),
         sentinel_master,
         expected_master,
+        expected_replid,
         cluster_problems,
     }
 }

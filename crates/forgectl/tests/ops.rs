@@ -149,6 +149,7 @@ async fn fake_daemon(
     let board = StatusBoard::new(name, forge_core::VERSION, "gen1");
     board.set_field("redis_role", "master");
     board.set_field("redis_master", master);
+    board.set_field("redis_replid", "replid-of-10.0.0.1");
     board.set_field(
         "redis_master_checked_at",
         forgectl::status::unix_now() - checked_ago,
@@ -169,6 +170,9 @@ async fn status_flags_disagreement_staleness_and_unreachable_daemons() {
     let (p1, _) = fake_daemon("dynamicproxy", "10.0.0.1:6379", 0, &shutdown).await;
     let (p2, b2) = fake_daemon("dynamicproxy", "10.0.0.1:6379", 0, &shutdown).await;
     let (l1, _) = fake_daemon("proxylistener", "10.0.0.1:6379", 1, &shutdown).await;
+    // a dynamicproxy reading its local Redis, which is the master: it sees it
+    // as 127.0.0.1, but the replication id says it is the same server
+    let (p3, _) = fake_daemon("dynamicproxy", "127.0.0.1:6379", 0, &shutdown).await;
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("forgectl.toml");
     let write = |hosts: &[(&str, Vec<&str>)]| {
@@ -186,11 +190,11 @@ async fn status_flags_disagreement_staleness_and_unreachable_daemons() {
         t.push_str("[status]\nstale_after_s = 10\ntimeout_ms = 500\n");
         std::fs::write(&conf, t).unwrap();
     };
-    write(&[("proxy-01", vec![&p1, &l1]), ("proxy-02", vec![&p2])]);
+    write(&[("proxy-01", vec![&p1, &l1]), ("proxy-02", vec![&p2, &p3])]);
     let o = forgectl(&conf, &["status"]).await;
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("all 3 daemon(s) agree: master 10.0.0.1:6379"),
+        text(&o).contains("all 4 daemon(s) agree: master 10.0.0.1:6379"),
         "{}",
         text(&o)
     );
@@ -198,6 +202,7 @@ async fn status_flags_disagreement_staleness_and_unreachable_daemons() {
     // proxy-02 sees another master, its look is stale, it runs another
     // config generation; a third host does not answer
     b2.set_field("redis_master", "10.0.0.2:6379");
+    b2.set_field("redis_replid", "replid-of-10.0.0.2");
     b2.set_field(
         "redis_master_checked_at",
         forgectl::status::unix_now() - 120,
@@ -223,6 +228,7 @@ async fn status_flags_disagreement_staleness_and_unreachable_daemons() {
     let o = forgectl(&conf, &["status", "--json"]).await;
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(doc["rows"][0]["on_expected_master"], true);
 
     // a configuration error names the line
     std::fs::write(&conf, "[[hosts]]\nname = \"x\"\nadmin = [\"ftp://x\"]\n").unwrap();
