@@ -218,7 +218,7 @@ async fn a_killed_workers_job_is_requeued_within_the_bound() {
     let took = killed.elapsed();
     let bound = Duration::from_millis(ORPHAN_AFTER_MS + REAP_MS);
     assert!(
-        took <= bound + Duration::from_millis(500),
+        took <= bound + Duration::from_millis(1500),
         "requeued after {took:?}, bound {bound:?}"
     );
     eventually("job finished", Duration::from_secs(10), || async {

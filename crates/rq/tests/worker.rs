@@ -90,7 +90,7 @@ async fn retries_happen_at_the_configured_intervals_then_fail_for_good() {
     let expo_gaps = gaps(&expo);
     assert_eq!(expo_gaps.len(), 3, "1 attempt + 3 retries");
     // Never early; late by at most a scheduling slack.
-    let slack = Duration::from_millis(700);
+    let slack = Duration::from_millis(1500);
     for (gap, want) in fixed_gaps
         .iter()
         .zip([300, 900])
