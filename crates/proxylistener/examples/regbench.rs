@@ -62,12 +62,13 @@ async fn main() {
                 tokio::spawn(async move {
                     let request = format!("register\n^/c{i}/\nhttp://127.0.0.1:{}\n", 10_000 + i);
                     let mut latencies = Vec::new();
-                    let mut failures = 0u64;
+                    let mut failures = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
                         match one(addr, request.as_bytes()).await {
-                            Some(r) if r == "ok" => latencies.push(t.elapsed()),
-                            _ => failures += 1,
+                            Ok(r) if r == "ok" => latencies.push(t.elapsed()),
+                            Ok(r) => failures.push(r),
+                            Err(e) => failures.push(e),
                         }
                     }
                     (latencies, failures)
@@ -77,12 +78,15 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
-        let mut failures = 0;
+        let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
         for t in tasks {
             let (l, f) = t.await.unwrap();
             all.extend(l);
-            failures += f;
+            for r in f {
+                *reasons.entry(r).or_default() += 1;
+            }
         }
+        let failures: usize = reasons.values().sum();
         let elapsed = started.elapsed().as_secs_f64();
         all.sort();
         let pct = |p: f64| {
@@ -96,6 +100,9 @@ async fn main() {
             pct(0.50),
             pct(0.99),
         );
+        for (r, n) in &reasons {
+            eprintln!("  {n} × {r}");
+        }
         // Let TIME_WAIT sockets and the daemon settle between levels.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -104,14 +111,18 @@ async fn main() {
     drop(identd);
 }
 
-async fn one(addr: std::net::SocketAddr, request: &[u8]) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+async fn one(addr: std::net::SocketAddr, request: &[u8]) -> Result<String, String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = s.set_nodelay(true);
-    s.write_all(request).await.ok()?;
+    s.write_all(request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
     let mut reply = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut reply))
         .await
-        .ok()?
-        .ok()?;
-    Some(reply)
+        .map_err(|_| "reply timeout".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(reply)
 }
