@@ -153,11 +153,15 @@ for rep in $(seq "$REPS"); do
         done
     done
 done
+# dynamicproxy keeps histogram samples until /metrics is scraped (as
+# Prometheus does every few seconds in production): scrape before measuring.
+curl -sf "http://127.0.0.1:$DP_ADMIN/metrics" >/dev/null
 rss_lua=$(python3 "$here/tools.py" rss "$(children "$lua_pid")")
 rss_static=$(python3 "$here/tools.py" rss "$(children "$static_pid")")
 rss_dp=$(python3 "$here/tools.py" rss "$dp_pid")
 
 read -r lat_p50 lat_p99 < <(python3 "$here/tools.py" latency "$REDIS" "$DP" "http://127.0.0.1:$ROUTED" 200)
+curl -sf "http://127.0.0.1:$DP_ADMIN/metrics" >/dev/null
 read -r idle_before idle_after idle_per < <(python3 "$here/tools.py" idle "$DP" 10000 "$dp_pid")
 
 python3 - "$work/results" <<PY

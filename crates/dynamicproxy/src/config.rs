@@ -129,7 +129,7 @@ impl Default for UpstreamSettings {
         UpstreamSettings {
             connect_timeout_ms: 3000,
             idle_timeout_ms: 60_000,
-            max_idle_per_backend: 32,
+            max_idle_per_backend: 64,
         }
     }
 }
