@@ -53,7 +53,7 @@ ensure_pyvenv() {
       echo "python3 -m venv failed: install the venv module (apt-get install python3-venv)" >&2
       exit 1
     }
-    "$venv/bin/pip" install -q --disable-pip-version-check 'rq>=2,<3'
+    "$venv/bin/pip" install -q --disable-pip-version-check 'rq>=3,<4'
   fi
   export FORGE_TEST_PYTHON="$venv/bin/python"
 }
