@@ -19,7 +19,7 @@ use webservicemonitor::{WebserviceConfig, users};
 /// deletes the job; `restart` deletes the job, waits until it is gone, and
 /// submits a new one. Without <type>, the type recorded in the manifest is used.
 #[derive(Debug, Parser)]
-#[command(name = "webservice", version = forge_core::VERSION)]
+#[command(name = "webservice", version = forge_core::VERSION, verbatim_doc_comment)]
 struct Args {
     /// Configuration file (TOML); default /etc/forge/webservice.toml when it exists.
     #[arg(long, short = 'c', value_name = "FILE")]
