@@ -381,6 +381,42 @@ fn rendered_configs_pass_each_daemons_check_config() {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    // The Redis and Sentinel files load in a real redis-server (port 0: it
+    // parses the file, then exits for having nothing to listen on).
+    require_tool("redis-server");
+    let scratch = tempfile::tempdir().unwrap();
+    let redis_etc = root.join("etc/redis");
+    for (name, sentinel) in [
+        ("forge-static.conf", false),
+        ("redis-forge.conf", false),
+        ("sentinel-forge.conf", true),
+    ] {
+        // Staged: the include names the production path; Sentinel wants a
+        // writable file of its own.
+        let text = std::fs::read_to_string(redis_etc.join(name))
+            .unwrap()
+            .replace(
+                "include /etc/redis/",
+                &format!("include {}/", redis_etc.display()),
+            );
+        let copy = scratch.path().join(name);
+        std::fs::write(&copy, text).unwrap();
+        // (bounded, should it ever start listening after all)
+        let mut cmd = Command::new("timeout");
+        cmd.args(["20", "redis-server"]).arg(&copy);
+        if sentinel {
+            cmd.arg("--sentinel");
+        }
+        cmd.args(["--port", "0", "--logfile", ""])
+            .arg("--dir")
+            .arg(scratch.path());
+        let out = run(&mut cmd);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if !said.contains("Configuration loaded") || said.contains("FATAL CONFIG FILE ERROR") {
+            failures.push(format!("redis-server rejects {name}:\n{said}"));
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The secrets the configuration names are there, and only readable by
     // owner and group.
