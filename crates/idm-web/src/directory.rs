@@ -641,4 +641,56 @@ impl Directory {
             })
             .collect())
     }
+
+    /// The `sshPublicKey` values of `dn`.
+    pub async fn ssh_keys(&self, dn: &str) -> Result<Vec<String>, DirectoryError> {
+        let found = self
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["sshPublicKey"])
+            .await?;
+        let Some(e) = found.first() else {
+            return Ok(Vec::new());
+        };
+        let mut keys: Vec<String> = e
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("sshPublicKey"))
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        keys.extend(
+            e.bin_attrs
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("sshPublicKey"))
+                .flat_map(|(_, v)| v.iter().map(|b| String::from_utf8_lossy(b).into_owned())),
+        );
+        Ok(keys)
+    }
+
+    /// Adds or removes one `sshPublicKey` value of `dn`; `Ok(false)` when it
+    /// was already there (add) or not there (remove).
+    pub async fn change_ssh_key(
+        &self,
+        dn: &str,
+        key: &str,
+        add: bool,
+    ) -> Result<bool, DirectoryError> {
+        const ATTRIBUTE_OR_VALUE_EXISTS: u32 = 20;
+        let mut ldap = self.service().await?;
+        let m = if add {
+            Mod::Add("sshPublicKey".to_owned(), set(&[key]))
+        } else {
+            Mod::Delete("sshPublicKey".to_owned(), set(&[key]))
+        };
+        let r = match ldap.with_timeout(self.timeout()).modify(dn, vec![m]).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.reset().await;
+                return Err(e.into());
+            }
+        };
+        match r.rc {
+            rc::SUCCESS => Ok(true),
+            ATTRIBUTE_OR_VALUE_EXISTS | rc::NO_SUCH_ATTRIBUTE => Ok(false),
+            _ => check("modify sshPublicKey", r).map(|()| false),
+        }
+    }
 }

@@ -9,6 +9,7 @@
 pub mod account;
 pub mod password;
 pub mod signup;
+pub mod ssh_keys;
 
 use std::sync::Arc;
 use std::time::Duration;

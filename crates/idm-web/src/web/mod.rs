@@ -125,6 +125,10 @@ fn templates() -> Environment<'static> {
             "username_forgot.html",
             include_str!("../../templates/username_forgot.html"),
         ),
+        (
+            "account_keys.html",
+            include_str!("../../templates/account_keys.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, text) {
             // Templates are compiled into the binary; a broken one is a bug caught by tests.
@@ -205,6 +209,8 @@ pub fn router_with(state: AppState) -> Router {
             "/password/forgot",
             get(pages::password_forgot_form).post(pages::password_forgot_submit),
         )
+        .route("/account/keys", get(pages::keys_page).post(pages::keys_add))
+        .route("/account/keys/delete", post(pages::keys_delete))
         .route(
             "/username/forgot",
             get(pages::username_forgot_form).post(pages::username_forgot_submit),
@@ -399,6 +405,7 @@ mod tests {
             "password_forgot.html",
             "password_reset.html",
             "username_forgot.html",
+            "account_keys.html",
         ] {
             env.get_template(t).unwrap();
         }

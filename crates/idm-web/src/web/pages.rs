@@ -717,3 +717,87 @@ pub(super) async fn username_forgot_submit(
         &["If accounts use this address, we sent their names to it."],
     )
 }
+
+async fn keys_view(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    user: &SessionUser,
+    error: Option<&str>,
+    key: &str,
+) -> Response {
+    match state.core.list_ssh_keys(&user.dn).await {
+        Ok(keys) => state.render(
+            status,
+            "account_keys.html",
+            context! { title => "Your SSH keys", csrf_token => csrf.0, user => user, keys => keys, error => error, key => key },
+        ),
+        Err(e) => internal(state, csrf, &e),
+    }
+}
+
+pub(super) async fn keys_page(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    keys_view(&state, StatusCode::OK, &csrf, &user, None, "").await
+}
+
+/// The add-key form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct KeyForm {
+    key: String,
+    fingerprint: String,
+}
+
+pub(super) async fn keys_add(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<KeyForm>,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    match state.core.add_ssh_key(&user.dn, &form.key).await {
+        Ok(Ok(_)) => Redirect::to("/account/keys").into_response(),
+        // A refused private key is not echoed back into the page.
+        Ok(Err(message)) => {
+            let echo = if form.key.contains("PRIVATE") {
+                ""
+            } else {
+                form.key.as_str()
+            };
+            keys_view(
+                &state,
+                StatusCode::BAD_REQUEST,
+                &csrf,
+                &user,
+                Some(&message),
+                echo,
+            )
+            .await
+        }
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn keys_delete(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<KeyForm>,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    match state.core.remove_ssh_key(&user.dn, &form.fingerprint).await {
+        Ok(_) => Redirect::to("/account/keys").into_response(),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}

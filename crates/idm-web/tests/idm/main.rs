@@ -24,5 +24,6 @@ mod browser;
 mod common;
 mod flows;
 mod passwords;
+mod ssh_keys;
 mod timers;
 mod validation;
