@@ -69,7 +69,11 @@ struct BoardInner {
 
 impl StatusBoard {
     /// A board for `daemon` at `version` running config `generation`.
+    ///
+    /// Also installs the process's Prometheus recorder, so metrics recorded
+    /// before the first scrape of `/metrics` are kept.
     pub fn new(daemon: &'static str, version: &'static str, generation: &str) -> Arc<Self> {
+        metrics_handle();
         Arc::new(StatusBoard {
             daemon,
             version,
