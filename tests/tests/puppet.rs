@@ -260,6 +260,12 @@ fn idm_role_compiles() {
             "{secret} leaked into idm-web.toml:\n{conf}"
         );
     }
+    // A changed secret restarts the daemons that read it.
+    let notify = r["Forge::Secret[idm-web-token]"]["notify"].to_string();
+    assert!(
+        notify.contains("Forge::Daemon[idm-web]") && notify.contains("Forge::Daemon[rq-worker]"),
+        "{notify}"
+    );
     // rq-worker runs idm-web's jobs with idm-web's configuration.
     let worker = r["File[/etc/forge/rq-worker.toml]"]["content"]
         .as_str()

@@ -205,6 +205,11 @@ class forge::idm (
     }, $rq_worker_settings),
   }
 
+  # A changed secret (or rq-worker's environment) restarts the daemons that
+  # read it at start.
+  Forge::Secret <| tag == 'forge::idm' |> ~> Forge::Daemon['idm-web', 'rq-worker']
+  Forge::Dropin <| title == 'rq-worker.service' |> ~> Forge::Daemon['rq-worker']
+
   # The timers' schedules, the expiry age and the textfile directory, where
   # they differ from the units' defaults (daily, 5 days, the node exporter's
   # Debian default): one drop-in per unit.

@@ -115,12 +115,12 @@ class forge::proxy (
         group   => $forge::group,
         mode    => '0644',
         content => $pair['cert'],
-        before  => Forge::Daemon['dynamicproxy'],
+        notify  => Forge::Daemon['dynamicproxy'],
       }
       forge::secret { "tls/${name}.key":
         content => Sensitive($pair['key']),
         path    => "${tls_dir}/${name}.key",
-        before  => Forge::Daemon['dynamicproxy'],
+        notify  => Forge::Daemon['dynamicproxy'],
       }
     }
   }
