@@ -160,6 +160,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // In tests several daemons share a process: the first wins.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples pile up until they are folded into buckets;
+            // fold them regularly, not only when `/metrics` is scraped, so
+            // an unscraped daemon under load doesn't grow.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()
