@@ -693,4 +693,18 @@ impl Directory {
             _ => check("modify sshPublicKey", r).map(|()| false),
         }
     }
+
+    /// Replaces the `mail` of `dn` (service account).
+    pub async fn set_mail(&self, dn: &str, mail: &str) -> Result<(), DirectoryError> {
+        let mut ldap = self.service().await?;
+        let mods = vec![Mod::Replace("mail".to_owned(), set(&[mail]))];
+        let r = match ldap.with_timeout(self.timeout()).modify(dn, mods).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.reset().await;
+                return Err(e.into());
+            }
+        };
+        check("modify mail", r)
+    }
 }

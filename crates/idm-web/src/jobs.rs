@@ -6,6 +6,7 @@
 //! | `idm.create_account`       | `default`      | signup id | creates the LDAP entry       |
 //! | `idm.notify_admins`        | `notification` | signup id | tells the admins (once)      |
 //! | `idm.send_username_reminder` | `notification` | e-mail as typed | mails the account names for it |
+//! | `idm.send_email_verification` | `notification` | uid, new address | mails the confirmation link to the new address |
 //! | `idm.send_password_reset`  | `notification` | login or e-mail as typed | mails a reset link if one account matches |
 //!
 //! Arguments are plain signup ids (JSON numbers), never serialized objects:
@@ -35,6 +36,8 @@ pub const NOTIFY_ADMINS: &str = "idm.notify_admins";
 pub const SEND_PASSWORD_RESET: &str = "idm.send_password_reset";
 /// Function name of the forgotten-username mail job.
 pub const SEND_USERNAME_REMINDER: &str = "idm.send_username_reminder";
+/// Function name of the e-mail verification job.
+pub const SEND_EMAIL_VERIFICATION: &str = "idm.send_email_verification";
 /// The queue of the account job.
 pub const DEFAULT_QUEUE: &str = "default";
 /// The queue of mail jobs.
@@ -102,6 +105,27 @@ impl JobQueues {
         .await
     }
 
+    /// Queues the verification mail of an e-mail change.
+    pub async fn enqueue_email_verification(
+        &self,
+        uid: &str,
+        new_email: &str,
+    ) -> Result<(), ServiceError> {
+        let opts = EnqueueOptions {
+            retry: Some(retry()),
+            ..Default::default()
+        };
+        self.notification
+            .enqueue(
+                SEND_EMAIL_VERIFICATION,
+                vec![Value::from(uid), Value::from(new_email)],
+                opts,
+            )
+            .await
+            .map_err(|e| ServiceError::Queue(e.to_string()))?;
+        Ok(())
+    }
+
     /// Queues the admin notification of signup `id`.
     pub async fn enqueue_notify_admins(&self, id: i64) -> Result<(), ServiceError> {
         self.put(&self.notification, NOTIFY_ADMINS, id).await
@@ -158,6 +182,18 @@ pub fn register(registry: &mut HandlerRegistry, core: Arc<Core>) {
                 .await
                 .map_err(to_job_error)?;
             Ok(serde_json::json!({ "sent": sent }))
+        }
+    });
+    let c = Arc::clone(&core);
+    registry.register(SEND_EMAIL_VERIFICATION, move |_ctx, args: JobArgs| {
+        let c = Arc::clone(&c);
+        async move {
+            let uid: String = args.arg(0)?;
+            let new_email: String = args.arg(1)?;
+            c.send_email_verification(&uid, &new_email)
+                .await
+                .map_err(to_job_error)?;
+            Ok(Value::Null)
         }
     });
     let c = core;

@@ -7,6 +7,7 @@
 //! changes and resets passwords.
 
 pub mod account;
+pub mod email;
 pub mod password;
 pub mod signup;
 pub mod ssh_keys;

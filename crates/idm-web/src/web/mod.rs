@@ -129,6 +129,14 @@ fn templates() -> Environment<'static> {
             "account_keys.html",
             include_str!("../../templates/account_keys.html"),
         ),
+        (
+            "account_email.html",
+            include_str!("../../templates/account_email.html"),
+        ),
+        (
+            "email_confirm.html",
+            include_str!("../../templates/email_confirm.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, text) {
             // Templates are compiled into the binary; a broken one is a bug caught by tests.
@@ -211,6 +219,14 @@ pub fn router_with(state: AppState) -> Router {
         )
         .route("/account/keys", get(pages::keys_page).post(pages::keys_add))
         .route("/account/keys/delete", post(pages::keys_delete))
+        .route(
+            "/account/email",
+            get(pages::email_form).post(pages::email_submit),
+        )
+        .route(
+            "/account/email/confirm/{token}",
+            get(pages::email_confirm_page).post(pages::email_confirm_submit),
+        )
         .route(
             "/username/forgot",
             get(pages::username_forgot_form).post(pages::username_forgot_submit),
@@ -406,6 +422,8 @@ mod tests {
             "password_reset.html",
             "username_forgot.html",
             "account_keys.html",
+            "account_email.html",
+            "email_confirm.html",
         ] {
             env.get_template(t).unwrap();
         }

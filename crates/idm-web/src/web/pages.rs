@@ -801,3 +801,110 @@ pub(super) async fn keys_delete(
         Err(e) => internal(&state, &csrf, &e),
     }
 }
+
+fn email_page(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    user: &SessionUser,
+    email: &str,
+    error: Option<String>,
+) -> Response {
+    let errors: BTreeMap<&str, Vec<String>> =
+        error.map(|e| ("email", vec![e])).into_iter().collect();
+    state.render(
+        status,
+        "account_email.html",
+        context! { title => "Change your e-mail address", csrf_token => csrf.0, user => user, email => email, errors => errors },
+    )
+}
+
+pub(super) async fn email_form(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    email_page(&state, StatusCode::OK, &csrf, &user, "", None)
+}
+
+pub(super) async fn email_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<EmailForm>,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    match state
+        .core
+        .request_email_change(&user.uid, &user.mail, &form.email)
+        .await
+    {
+        Ok(Ok(())) => message(
+            &state,
+            StatusCode::OK,
+            &csrf,
+            "Check your new mailbox",
+            &[
+                "We sent a confirmation link to the new address. Your address changes when you open it.",
+            ],
+        ),
+        Ok(Err(m)) => email_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            &csrf,
+            &user,
+            &form.email,
+            Some(m),
+        ),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn email_confirm_page(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    Path(token): Path<String>,
+) -> Response {
+    match state.core.email_change_for_token(&token).await {
+        Ok(Ok((_, uid, email))) => state.render(
+            StatusCode::OK,
+            "email_confirm.html",
+            context! { title => "Confirm your new e-mail address", csrf_token => csrf.0, token => token, uid => uid, email => email },
+        ),
+        Ok(Err(e)) => token_error(&state, &csrf, e),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn email_confirm_submit(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Path(token): Path<String>,
+) -> Response {
+    match state.core.confirm_email_change(&token).await {
+        Ok(Ok((uid, email))) => {
+            // Keep a logged-in session of this account up to date.
+            if let Some(mut user) = current_user(&session).await
+                && user.uid == uid
+            {
+                user.mail = email.clone();
+                let _ = session.insert(USER_KEY, &user).await;
+            }
+            message(
+                &state,
+                StatusCode::OK,
+                &csrf,
+                "E-mail address changed",
+                &["Your account now uses the new address."],
+            )
+        }
+        Ok(Err(e)) => token_error(&state, &csrf, e),
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}

@@ -237,3 +237,82 @@ async fn forgotten_username_is_mailed_with_neutral_answers() {
         "nothing is sent to an unknown address"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_change_is_verified_by_mail_to_the_new_address() {
+    let env = Env::start_with(EnvOptions {
+        admin_recipients: false,
+        ..Default::default()
+    })
+    .await;
+    make_account(&env, "ivan", "Ivan Example", GOOD_PASSWORD).await;
+    let mut c = env.client();
+    assert_eq!(
+        c.submit(
+            "/login",
+            "/login",
+            &[("login", "ivan"), ("password", GOOD_PASSWORD)]
+        )
+        .await
+        .status,
+        303
+    );
+    let bad = c
+        .submit(
+            "/account/email",
+            "/account/email",
+            &[("email", "not-an-address")],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains(r#"id="e-email""#));
+    let same = c
+        .submit(
+            "/account/email",
+            "/account/email",
+            &[("email", "ivan@example.org")],
+        )
+        .await;
+    assert_eq!(same.status, 400);
+    let ok = c
+        .submit(
+            "/account/email",
+            "/account/email",
+            &[("email", "ivan.new@example.net")],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+
+    let link = link_in_mail(&env, "ivan.new@example.net", "/account/email/confirm/").await;
+    let entry = env.ldap_entry("ivan").await.unwrap();
+    assert_eq!(
+        entry.attrs["mail"],
+        vec!["ivan@example.org"],
+        "nothing changes before the link is used"
+    );
+    let page = c.get(&link).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("ivan.new@example.net"));
+    assert_eq!(
+        c.post(&link, &[]).await.status,
+        403,
+        "CSRF applies to the confirmation too"
+    );
+    let done = c.submit(&link, &link, &[]).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(
+        env.ldap_entry("ivan").await.unwrap().attrs["mail"],
+        vec!["ivan.new@example.net"]
+    );
+    assert!(
+        c.get("/account")
+            .await
+            .body
+            .contains("ivan.new@example.net"),
+        "the session follows"
+    );
+    // Once only; tampered never.
+    assert_eq!(c.get(&link).await.status, 400);
+    let forged = link.replacen("/ivan.", "/erin.", 1);
+    assert_eq!(c.get(&forged).await.status, 400);
+}
