@@ -17,6 +17,12 @@ declare -A FORGE_PKG_OF=(
   [chromedriver]=chromium-driver
   [curl]=curl
   [python3]=python3
+  [redis-cli]=redis-tools
+  [puppet]=puppet
+  [puppet-lint]=puppet-lint
+  [systemd-analyze]=systemd
+  [dpkg-deb]=dpkg
+  [strip]=binutils
   [openssl]=openssl
 )
 
