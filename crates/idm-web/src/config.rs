@@ -41,6 +41,8 @@ pub struct Config {
     pub blocklist: BlocklistSettings,
     /// Rate limits.
     pub rate_limit: RateLimitSettings,
+    /// Account managers.
+    pub managers: ManagerSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -355,6 +357,14 @@ impl Default for BlocklistSettings {
             refresh_seconds: 60,
         }
     }
+}
+
+/// `[managers]`: who may block and unblock accounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagerSettings {
+    /// Shell names (`uid`) of the account managers.
+    pub uids: Vec<String>,
 }
 
 /// `[rate_limit]`.

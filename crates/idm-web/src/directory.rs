@@ -707,4 +707,41 @@ impl Directory {
         };
         check("modify mail", r)
     }
+
+    /// Locks (`true`) or unlocks the account at `dn` through the password
+    /// policy: `pwdAccountLockedTime: 000001010000Z` is a lock no time lifts.
+    pub async fn set_locked(&self, dn: &str, locked: bool) -> Result<(), DirectoryError> {
+        let mut ldap = self.service().await?;
+        let m = if locked {
+            Mod::Replace("pwdAccountLockedTime".to_owned(), set(&["000001010000Z"]))
+        } else {
+            Mod::Replace("pwdAccountLockedTime".to_owned(), HashSet::new())
+        };
+        let r = match ldap.with_timeout(self.timeout()).modify(dn, vec![m]).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.reset().await;
+                return Err(e.into());
+            }
+        };
+        match r.rc {
+            rc::SUCCESS | rc::NO_SUCH_ATTRIBUTE => Ok(()),
+            _ => check("modify pwdAccountLockedTime", r),
+        }
+    }
+
+    /// Whether the account at `dn` is locked.
+    pub async fn is_locked(&self, dn: &str) -> Result<bool, DirectoryError> {
+        let found = self
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["pwdAccountLockedTime"],
+            )
+            .await?;
+        Ok(found
+            .first()
+            .is_some_and(|e| first(e, "pwdAccountLockedTime").is_some()))
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod email;
+pub mod manage;
 pub mod password;
 pub mod signup;
 pub mod ssh_keys;
@@ -24,7 +25,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::jobs::JobQueues;
 use crate::mail::{MailError, Mailer};
 use crate::passwords::PasswordPolicy;
-use crate::store::{BlocklistStore, SignupStore};
+use crate::store::{AuditStore, BlocklistStore, SignupStore};
 use crate::tokens::TokenSigner;
 
 /// Why a service call failed (as opposed to refusing bad input).
@@ -64,6 +65,8 @@ pub struct Core {
     pub signups: SignupStore,
     /// Blocklist entries.
     pub blocklist_store: BlocklistStore,
+    /// Account managers' audit log.
+    pub audit: AuditStore,
     /// The compiled blocklist in force (refreshed from the database).
     pub blocklist: ArcSwap<Blocklist>,
     /// The directory.
@@ -113,6 +116,7 @@ impl Core {
         let core = Core {
             signups: SignupStore::new(db.clone()),
             blocklist_store: BlocklistStore::new(db.clone()),
+            audit: AuditStore::new(db.clone()),
             blocklist: ArcSwap::from_pointee(Blocklist::default()),
             directory: Directory::new(config.ldap.clone(), secrets.ldap_password.clone()),
             mailer: Mailer::new(&config.mail, &secrets.smtp_password)?,

@@ -1,10 +1,12 @@
 //! Stores: the database tables, one type per table. Services use these; no
 //! SQL lives anywhere else.
 
+pub mod audit;
 pub mod blocklist;
 pub mod sessions;
 pub mod signups;
 
+pub use audit::AuditStore;
 pub use blocklist::BlocklistStore;
 pub use sessions::SqlSessionStore;
 pub use signups::{NewSignup, Signup, SignupStore};

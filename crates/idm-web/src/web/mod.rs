@@ -137,6 +137,7 @@ fn templates() -> Environment<'static> {
             "email_confirm.html",
             include_str!("../../templates/email_confirm.html"),
         ),
+        ("manage.html", include_str!("../../templates/manage.html")),
     ] {
         if let Err(e) = env.add_template(name, text) {
             // Templates are compiled into the binary; a broken one is a bug caught by tests.
@@ -219,6 +220,9 @@ pub fn router_with(state: AppState) -> Router {
         )
         .route("/account/keys", get(pages::keys_page).post(pages::keys_add))
         .route("/account/keys/delete", post(pages::keys_delete))
+        .route("/manage", get(pages::manage_page))
+        .route("/manage/block", post(pages::manage_block))
+        .route("/manage/unblock", post(pages::manage_unblock))
         .route(
             "/account/email",
             get(pages::email_form).post(pages::email_submit),
@@ -424,6 +428,7 @@ mod tests {
             "account_keys.html",
             "account_email.html",
             "email_confirm.html",
+            "manage.html",
         ] {
             env.get_template(t).unwrap();
         }

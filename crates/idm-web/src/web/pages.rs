@@ -908,3 +908,123 @@ pub(super) async fn email_confirm_submit(
         Err(e) => internal(&state, &csrf, &e),
     }
 }
+
+/// Query and form of the manager page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ManageForm {
+    uid: String,
+    reason: String,
+}
+
+async fn manage_view(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    user: &SessionUser,
+    uid: &str,
+    error: Option<String>,
+) -> Response {
+    let account = if uid.is_empty() {
+        None
+    } else {
+        match state.core.managed_account(uid).await {
+            Ok(a) => a,
+            Err(e) => return internal(state, csrf, &e),
+        }
+    };
+    let error = error
+        .or_else(|| (!uid.is_empty() && account.is_none()).then(|| "No such account.".to_owned()));
+    state.render(
+        status,
+        "manage.html",
+        context! { title => "Manage accounts", csrf_token => csrf.0, user => user, uid => uid, account => account, error => error },
+    )
+}
+
+async fn manager(
+    state: &AppState,
+    csrf: &CsrfToken,
+    session: &Session,
+) -> Result<SessionUser, Response> {
+    let Some(user) = current_user(session).await else {
+        return Err(Redirect::to("/login").into_response());
+    };
+    if !state.core.is_manager(&user.uid) {
+        return Err(message(
+            state,
+            StatusCode::FORBIDDEN,
+            csrf,
+            "Not allowed",
+            &["Only account managers may use this page."],
+        ));
+    }
+    Ok(user)
+}
+
+pub(super) async fn manage_page(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Query(q): Query<ManageForm>,
+) -> Response {
+    let user = match manager(&state, &csrf, &session).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    manage_view(&state, StatusCode::OK, &csrf, &user, q.uid.trim(), None).await
+}
+
+async fn manage_set(
+    state: AppState,
+    csrf: CsrfToken,
+    session: Session,
+    form: ManageForm,
+    block: bool,
+) -> Response {
+    let user = match manager(&state, &csrf, &session).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match state
+        .core
+        .set_blocked(&user.uid, form.uid.trim(), block, &form.reason)
+        .await
+    {
+        Ok(Ok(())) => Redirect::to(&format!(
+            "/manage?uid={}",
+            url::form_urlencoded::byte_serialize(form.uid.trim().as_bytes()).collect::<String>()
+        ))
+        .into_response(),
+        Ok(Err(m)) => {
+            manage_view(
+                &state,
+                StatusCode::BAD_REQUEST,
+                &csrf,
+                &user,
+                form.uid.trim(),
+                Some(m),
+            )
+            .await
+        }
+        Err(e) => internal(&state, &csrf, &e),
+    }
+}
+
+pub(super) async fn manage_block(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<ManageForm>,
+) -> Response {
+    manage_set(state, csrf, session, form, true).await
+}
+
+pub(super) async fn manage_unblock(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<ManageForm>,
+) -> Response {
+    manage_set(state, csrf, session, form, false).await
+}

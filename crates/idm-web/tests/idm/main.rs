@@ -23,6 +23,7 @@ mod binary;
 mod browser;
 mod common;
 mod flows;
+mod manage;
 mod passwords;
 mod ssh_keys;
 mod timers;
