@@ -25,7 +25,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::jobs::JobQueues;
 use crate::mail::{MailError, Mailer};
 use crate::passwords::PasswordPolicy;
-use crate::store::{AuditStore, BlocklistStore, SignupStore};
+use crate::store::{ApiTokenStore, AuditStore, BlocklistStore, SignupStore};
 use crate::tokens::TokenSigner;
 
 /// Why a service call failed (as opposed to refusing bad input).
@@ -67,6 +67,8 @@ pub struct Core {
     pub blocklist_store: BlocklistStore,
     /// Account managers' audit log.
     pub audit: AuditStore,
+    /// Personal API tokens.
+    pub api_tokens: ApiTokenStore,
     /// The compiled blocklist in force (refreshed from the database).
     pub blocklist: ArcSwap<Blocklist>,
     /// The directory.
@@ -117,6 +119,7 @@ impl Core {
             signups: SignupStore::new(db.clone()),
             blocklist_store: BlocklistStore::new(db.clone()),
             audit: AuditStore::new(db.clone()),
+            api_tokens: ApiTokenStore::new(db.clone()),
             blocklist: ArcSwap::from_pointee(Blocklist::default()),
             directory: Directory::new(config.ldap.clone(), secrets.ldap_password.clone()),
             mailer: Mailer::new(&config.mail, &secrets.smtp_password)?,

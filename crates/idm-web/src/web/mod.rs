@@ -138,6 +138,10 @@ fn templates() -> Environment<'static> {
             include_str!("../../templates/email_confirm.html"),
         ),
         ("manage.html", include_str!("../../templates/manage.html")),
+        (
+            "account_tokens.html",
+            include_str!("../../templates/account_tokens.html"),
+        ),
     ] {
         if let Err(e) = env.add_template(name, text) {
             // Templates are compiled into the binary; a broken one is a bug caught by tests.
@@ -220,6 +224,13 @@ pub fn router_with(state: AppState) -> Router {
         )
         .route("/account/keys", get(pages::keys_page).post(pages::keys_add))
         .route("/account/keys/delete", post(pages::keys_delete))
+        .route(
+            "/account/tokens",
+            get(pages::tokens_page).post(pages::tokens_create),
+        )
+        .route("/account/tokens/revoke", post(pages::tokens_revoke))
+        .route("/api/v1/me", get(pages::api_me))
+        .route("/api/v1/me/ssh-keys", post(pages::api_add_key))
         .route("/manage", get(pages::manage_page))
         .route("/manage/block", post(pages::manage_block))
         .route("/manage/unblock", post(pages::manage_unblock))
@@ -342,7 +353,15 @@ async fn csrf_guard(State(state): State<AppState>, req: Request, next: Next) -> 
         None => (random_token(24), true),
     };
     let mut req = req;
-    if req.method() == Method::POST {
+    // API calls authenticated by a bearer token carry no ambient credential
+    // a foreign page could use, so CSRF does not apply to them.
+    let bearer_api = req.uri().path().starts_with("/api/")
+        && req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer "));
+    if req.method() == Method::POST && !bearer_api {
         let (parts, body) = req.into_parts();
         let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
             Ok(b) => b,
@@ -429,6 +448,7 @@ mod tests {
             "account_email.html",
             "email_confirm.html",
             "manage.html",
+            "account_tokens.html",
         ] {
             env.get_template(t).unwrap();
         }

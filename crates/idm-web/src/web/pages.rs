@@ -1028,3 +1028,163 @@ pub(super) async fn manage_unblock(
 ) -> Response {
     manage_set(state, csrf, session, form, false).await
 }
+
+/// The token forms.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct TokenForm {
+    name: String,
+    id: i64,
+}
+
+async fn tokens_view(
+    state: &AppState,
+    status: StatusCode,
+    csrf: &CsrfToken,
+    user: &SessionUser,
+    secret: Option<String>,
+) -> Response {
+    match state.core.api_tokens.list(&user.uid).await {
+        Ok(tokens) => state.render(
+            status,
+            "account_tokens.html",
+            context! { title => "API tokens", csrf_token => csrf.0, user => user, tokens => tokens, secret => secret },
+        ),
+        Err(e) => internal(state, csrf, &e.into()),
+    }
+}
+
+pub(super) async fn tokens_page(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    tokens_view(&state, StatusCode::OK, &csrf, &user, None).await
+}
+
+pub(super) async fn tokens_create(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    let name: String = form.name.trim().chars().take(100).collect();
+    let name = if name.is_empty() {
+        "token".to_owned()
+    } else {
+        name
+    };
+    match state.core.api_tokens.create(&user.uid, &name).await {
+        Ok(secret) => tokens_view(&state, StatusCode::OK, &csrf, &user, Some(secret)).await,
+        Err(e) => internal(&state, &csrf, &e.into()),
+    }
+}
+
+pub(super) async fn tokens_revoke(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    session: Session,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let Some(user) = current_user(&session).await else {
+        return Redirect::to("/login").into_response();
+    };
+    match state.core.api_tokens.revoke(&user.uid, form.id).await {
+        Ok(_) => Redirect::to("/account/tokens").into_response(),
+        Err(e) => internal(&state, &csrf, &e.into()),
+    }
+}
+
+fn api_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The account a bearer token belongs to.
+async fn api_account(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::directory::AccountRecord, Response> {
+    let Some(secret) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(api_error(StatusCode::UNAUTHORIZED, "missing bearer token"));
+    };
+    let uid = match state.core.api_tokens.owner(secret.trim()).await {
+        Ok(Some(uid)) => uid,
+        Ok(None) => return Err(api_error(StatusCode::UNAUTHORIZED, "invalid token")),
+        Err(e) => {
+            tracing::error!(error = %e, "api token lookup failed");
+            return Err(api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ));
+        }
+    };
+    match state.core.directory.find_account(&uid).await {
+        Ok(Some(a)) if a.uid == uid => Ok(a),
+        Ok(_) => Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            "the token's account no longer exists",
+        )),
+        Err(_) => Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "try again later",
+        )),
+    }
+}
+
+pub(super) async fn api_me(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let account = match api_account(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match state.core.list_ssh_keys(&account.dn).await {
+        Ok(keys) => Json(serde_json::json!({
+            "uid": account.uid,
+            "username": account.cn,
+            "email": account.mail,
+            "ssh_keys": keys,
+        }))
+        .into_response(),
+        Err(_) => api_error(StatusCode::SERVICE_UNAVAILABLE, "try again later"),
+    }
+}
+
+/// Body of `POST /api/v1/me/ssh-keys`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ApiKey {
+    key: String,
+}
+
+pub(super) async fn api_add_key(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let account = match api_account(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<ApiKey>(&body) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"key\": \"ssh-ed25519 AAAA… comment\"}",
+        );
+    };
+    match state.core.add_ssh_key(&account.dn, &req.key).await {
+        Ok(Ok(view)) => (StatusCode::CREATED, Json(view)).into_response(),
+        Ok(Err(m)) => api_error(StatusCode::BAD_REQUEST, &m),
+        Err(_) => api_error(StatusCode::SERVICE_UNAVAILABLE, "try again later"),
+    }
+}

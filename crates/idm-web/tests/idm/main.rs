@@ -19,6 +19,7 @@ macro_rules! on_both_databases {
     };
 }
 
+mod api;
 mod binary;
 mod browser;
 mod common;
