@@ -2,7 +2,10 @@
 //!
 //! Developers sign up (username, shell name, e-mail, password, anti-bot
 //! question), receive an activation link by mail, confirm it, and get an
-//! LDAP account; then they log in with it. Background work runs as jobs on
+//! LDAP account; then they log in with it and manage it themselves: change
+//! or reset the password, recover the username, change the e-mail address
+//! (verified), manage SSH keys, and use personal API tokens with the JSON
+//! API. Account managers block and unblock accounts, with an audit log. Background work runs as jobs on
 //! the python-rq-compatible queues (`forge-rq`), executed by `rq-worker`.
 //! Timers (`sync-username-block`, `expire-signups`) are subcommands of the
 //! binary.
