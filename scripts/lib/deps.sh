@@ -23,6 +23,7 @@ declare -A FORGE_PKG_OF=(
   [systemd-analyze]=systemd
   [dpkg-deb]=dpkg
   [strip]=binutils
+  [ssh-keygen]=openssh-client
   [openssl]=openssl
 )
 
