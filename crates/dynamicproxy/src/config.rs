@@ -6,6 +6,7 @@
 //! part ([`Config::settings`]) is reloaded on `SIGHUP`; listener addresses,
 //! Redis and route-sync settings take effect at start.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,18 @@ pub struct Config {
     pub redis: RedisSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Per-client rate limit and User-Agent / Referer / IP blocks.
+    pub limits: LimitSettings,
+    /// Answer every request (except `/.well-known/healthz`) with the 503
+    /// maintenance page.
+    pub maintenance: bool,
+    /// The proxy's own error pages, `/favicon.ico` and `/robots.txt`.
+    pub pages: PageSettings,
+    /// Headers set on every response, replacing the backend's own; an empty
+    /// value removes the header.
+    pub response_headers: BTreeMap<String, String>,
+    /// The per-request access log.
+    pub access_log: AccessLogSettings,
 }
 
 impl Default for Config {
@@ -75,6 +88,104 @@ impl Default for Config {
             routes: RouteSettings::default(),
             redis: RedisSettings::default(),
             log: LogSettings::default(),
+            limits: LimitSettings::default(),
+            maintenance: false,
+            pages: PageSettings::default(),
+            response_headers: BTreeMap::from([(
+                "Permissions-Policy".to_owned(),
+                "browsing-topics=()".to_owned(),
+            )]),
+            access_log: AccessLogSettings::default(),
+        }
+    }
+}
+
+/// Per-client limits and blocks (all reloadable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Requests per second each client address may make on average; 0
+    /// disables the rate limit.
+    pub rate_per_second: u32,
+    /// Requests a client may make at once beyond the average.
+    pub burst: u32,
+    /// Client addresses tracked by the rate limiter at most; past it idle
+    /// ones are dropped, and if that is not enough every client starts
+    /// afresh (memory stays bounded).
+    pub max_tracked_clients: usize,
+    /// Refuse requests without a (non-empty) `User-Agent` with 403.
+    pub require_user_agent: bool,
+    /// `User-Agent` regexes (unanchored) answered with 403.
+    pub block_user_agents: Vec<String>,
+    /// `Referer` regexes (unanchored) answered with 403.
+    pub block_referers: Vec<String>,
+    /// Banned client addresses or CIDR networks (`192.0.2.7`,
+    /// `198.51.100.0/24`, `2001:db8::/32`), answered with the 403 page.
+    pub banned_ips: Vec<String>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            rate_per_second: 100,
+            burst: 100,
+            max_tracked_clients: 100_000,
+            require_user_agent: true,
+            block_user_agents: Vec::new(),
+            block_referers: Vec::new(),
+            banned_ips: Vec::new(),
+        }
+    }
+}
+
+/// The proxy's own pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PageSettings {
+    /// Directory with `<status>.html` (400, 403, 404, 429, 502, 503, 504),
+    /// `favicon.ico` and `robots.txt`; files missing there fall back to
+    /// built-in ones. Read at start and on reload.
+    pub dir: Option<PathBuf>,
+}
+
+/// When to write an access log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogMode {
+    /// No access log.
+    Off,
+    /// One line per request.
+    On,
+    /// A line for a random `access_log.sample_rate` share of requests.
+    Sampled,
+}
+
+/// The access log: `tracing` events under target `dynamicproxy::access`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogSettings {
+    /// `off`, `on` or `sampled`.
+    pub mode: AccessLogMode,
+    /// Share of requests logged with `mode = "sampled"`, 0.0–1.0.
+    pub sample_rate: f64,
+}
+
+impl AccessLogSettings {
+    /// Whether this request gets a log line.
+    pub fn wanted(&self) -> bool {
+        match self.mode {
+            AccessLogMode::Off => false,
+            AccessLogMode::On => true,
+            AccessLogMode::Sampled => rand::random::<f64>() < self.sample_rate,
+        }
+    }
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        AccessLogSettings {
+            mode: AccessLogMode::Off,
+            sample_rate: 0.01,
         }
     }
 }
@@ -142,6 +253,12 @@ pub struct ServerSettings {
     pub header_read_timeout_ms: u64,
     /// Bound on draining in-flight requests at shutdown, ms.
     pub drain_timeout_ms: u64,
+    /// Client connections open at once at most (both listeners each); past
+    /// it new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// An upgraded (WebSocket) connection with no byte either way for this
+    /// long is closed, s. Reloadable (for new upgrades).
+    pub upgrade_idle_timeout_s: u64,
 }
 
 impl Default for ServerSettings {
@@ -149,6 +266,8 @@ impl Default for ServerSettings {
         ServerSettings {
             header_read_timeout_ms: 30_000,
             drain_timeout_ms: 30_000,
+            max_connections: 16_384,
+            upgrade_idle_timeout_s: 3600,
         }
     }
 }
@@ -233,6 +352,18 @@ pub struct Settings {
     pub hsts: Option<http::HeaderValue>,
     /// Request body cap.
     pub max_body_bytes: u64,
+    /// Rate limit and blocks.
+    pub guard: crate::guard::Guard,
+    /// Maintenance switch.
+    pub maintenance: bool,
+    /// Error pages, favicon, robots.txt.
+    pub pages: Arc<crate::pages::Pages>,
+    /// Set on every response.
+    pub response_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+    /// Access log.
+    pub access_log: AccessLogSettings,
+    /// Idle timeout of upgraded connections.
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl Config {
@@ -257,6 +388,25 @@ impl Config {
             domains.push(d);
         }
         let default_backend = Arc::new(Backend::new(default_upstream.clone())?);
+        let guard = crate::guard::Guard::new(&self.limits)?;
+        let pages = Arc::new(crate::pages::Pages::load(self.pages.dir.as_deref())?);
+        let mut response_headers = Vec::new();
+        for (k, v) in &self.response_headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("response_headers: {k:?}: {e}"))?;
+            let value = if v.is_empty() {
+                None
+            } else {
+                Some(
+                    http::HeaderValue::from_str(v)
+                        .map_err(|e| format!("response_headers: {k:?} = {v:?}: {e}"))?,
+                )
+            };
+            response_headers.push((name, value));
+        }
+        if !(0.0..=1.0).contains(&self.access_log.sample_rate) {
+            return Err("access_log.sample_rate: must be between 0.0 and 1.0".into());
+        }
         Ok(Settings {
             default_upstream,
             default_backend,
@@ -270,6 +420,12 @@ impl Config {
                 })
                 .and_then(Result::ok),
             max_body_bytes: self.max_body_bytes,
+            guard,
+            maintenance: self.maintenance,
+            pages,
+            response_headers,
+            access_log: self.access_log.clone(),
+            upgrade_idle_timeout: Duration::from_secs(self.server.upgrade_idle_timeout_s.max(1)),
         })
     }
 
@@ -310,12 +466,12 @@ impl Config {
             ));
         }
         c.settings().map_err(|e| {
-            let key = if e.starts_with("domains") {
-                "domains"
-            } else {
-                "default_upstream"
+            // Errors name their key first ("limits.banned_ips: …").
+            let key = match e.split_once(':') {
+                Some((k, _)) if !k.contains(' ') => k.to_owned(),
+                _ => "default_upstream".to_owned(),
             };
-            loaded.invalid(key, e)
+            loaded.invalid(&key, e)
         })
     }
 }

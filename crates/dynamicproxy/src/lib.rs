@@ -10,6 +10,8 @@
 //! * [`sync`] — [`RouteSync`](sync::RouteSync): full loads, keyspace
 //!   notifications, periodic resync, Redis health.
 //! * [`proxy`] — the HTTP/1.1 + HTTP/2 server and the pooled client.
+//! * [`guard`] — rate limit, User-Agent / Referer / IP blocks.
+//! * [`pages`] — the proxy's own error pages, favicon and robots.txt.
 //! * [`admin`] — `/list` next to forge-core's `/healthz`, `/metrics`, ….
 //! * [`config`] — the configuration, documented in `docs/dynamicproxy.md`.
 //!
@@ -18,7 +20,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod guard;
 pub mod metrics;
+pub mod pages;
 pub mod proxy;
 pub mod sync;
 pub mod table;

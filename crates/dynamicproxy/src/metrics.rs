@@ -11,9 +11,12 @@
 //! | `forge_dynamicproxy_route_table_age_seconds` | gauge | since the table was last known to equal Redis (-1: none) |
 //! | `forge_dynamicproxy_redis_up` | gauge | 1 while Redis answers |
 //! | `forge_dynamicproxy_route_full_syncs_total` / `_route_patches_total` | counter | sync work done |
+//! | `forge_dynamicproxy_refused_total{reason}` | counter | 403s: `banned_ip`, `no_user_agent`, `blocked_user_agent`, `blocked_referer` |
+//! | `forge_dynamicproxy_rate_limited_total` | counter | 429s |
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
+use crate::guard::Refusal;
 use crate::table::RouteTable;
 
 /// Pre-registered metric handles.
@@ -49,6 +52,10 @@ pub struct Metrics {
     pub full_syncs: Counter,
     /// Patches applied.
     pub patches: Counter,
+    /// Refusals, by [`Refusal`] order.
+    pub refusals: [Counter; 4],
+    /// Rate-limited requests.
+    pub rate_limited: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,6 +94,14 @@ impl Metrics {
             redis_up: gauge!("forge_dynamicproxy_redis_up"),
             full_syncs: counter!("forge_dynamicproxy_route_full_syncs_total"),
             patches: counter!("forge_dynamicproxy_route_patches_total"),
+            refusals: [
+                "banned_ip",
+                "no_user_agent",
+                "blocked_user_agent",
+                "blocked_referer",
+            ]
+            .map(|r| counter!("forge_dynamicproxy_refused_total", "reason" => r)),
+            rate_limited: counter!("forge_dynamicproxy_rate_limited_total"),
         }
     }
 
@@ -96,6 +111,17 @@ impl Metrics {
         if let Some(c) = self.status.get(i) {
             c.increment(1);
         }
+    }
+
+    /// Counts a refused request.
+    pub fn refused(&self, r: Refusal) {
+        let i = match r {
+            Refusal::BannedIp => 0,
+            Refusal::NoUserAgent => 1,
+            Refusal::BlockedUserAgent => 2,
+            Refusal::BlockedReferer => 3,
+        };
+        self.refusals[i].increment(1);
     }
 
     /// Records the size of a newly published table.

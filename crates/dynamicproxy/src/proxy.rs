@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -69,6 +70,7 @@ pub struct Proxy {
 
 struct ProxyInner {
     routes: Arc<Routes>,
+    limiter: crate::guard::ClientLimiter,
     settings: Arc<Reloadable<Settings>>,
     client: Client<HttpConnector, Limited<Incoming>>,
     metrics: Metrics,
@@ -102,6 +104,7 @@ impl Proxy {
         Proxy {
             inner: Arc::new(ProxyInner {
                 routes,
+                limiter: Default::default(),
                 settings,
                 client,
                 metrics,
@@ -111,14 +114,61 @@ impl Proxy {
 
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let started = Instant::now();
         let settings = self.inner.settings.get();
+        let log = settings.access_log.wanted();
+        let mut access = log.then(|| AccessInfo {
+            method: req.method().to_string(),
+            path: req.uri().path().to_owned(),
+            ..AccessInfo::default()
+        });
         let mut resp = match self.filter(&req, &settings) {
-            Err((status, text)) => plain(status, text),
+            Err((status, text)) => own(&settings, status, text),
             // The proxy's own liveness URL, on every host (as today).
             Ok(_) if req.uri().path() == "/.well-known/healthz" => plain(StatusCode::OK, "OK\n"),
-            Ok(host) if settings.redirect_http && !conn.https => redirect_to_https(&req, &host),
-            Ok(host) => self.route_and_forward(req, host, conn, &settings).await,
+            Ok(_) if settings.maintenance => own(
+                &settings,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This service is down for maintenance. Please try again later.",
+            ),
+            Ok(host) => {
+                if let Some(a) = access.as_mut() {
+                    a.host.clone_from(&host);
+                }
+                if let Err(refusal) = settings.guard.check(conn.peer.ip(), req.headers()) {
+                    self.inner.metrics.refused(refusal);
+                    own(&settings, StatusCode::FORBIDDEN, refusal.message())
+                } else if let Err(wait) = self.inner.limiter.check(&settings.guard, conn.peer.ip())
+                {
+                    self.inner.metrics.rate_limited.increment(1);
+                    let mut r = own(
+                        &settings,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many requests from your address; slow down.",
+                    );
+                    // Whole seconds, rounded up.
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                    r
+                } else if settings.redirect_http && !conn.https {
+                    redirect_to_https(&req, &host)
+                } else {
+                    self.route_and_forward(req, host, conn, &settings, access.as_mut())
+                        .await
+                }
+            }
         };
+        for (name, value) in &settings.response_headers {
+            match value {
+                Some(v) => {
+                    resp.headers_mut().insert(name.clone(), v.clone());
+                }
+                None => {
+                    resp.headers_mut().remove(name);
+                }
+            }
+        }
         if conn.https
             && let Some(hsts) = &settings.hsts
         {
@@ -126,6 +176,9 @@ impl Proxy {
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         self.inner.metrics.response(resp.status());
+        if let Some(a) = access {
+            a.log(&resp, conn, started);
+        }
         resp
     }
 
@@ -135,24 +188,30 @@ impl Proxy {
         req: &Request<Incoming>,
         settings: &Settings,
     ) -> Result<String, (StatusCode, &'static str)> {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .map(str::trim)
-            .unwrap_or("");
+        let header_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::trim);
+        let host = match (req.uri().authority(), header_host) {
+            // Absolute-form (HTTP/1.1) or :authority (HTTP/2) naming another
+            // host than `Host`: refused, so no hop can route by the other one.
+            (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "The Host header does not match the request target",
+                ));
+            }
+            (Some(a), _) => a.as_str(),
+            (None, h) => h.unwrap_or(""),
+        };
         if host.is_empty() {
-            return Err((StatusCode::BAD_REQUEST, "Missing Host header\n"));
+            return Err((StatusCode::BAD_REQUEST, "Missing Host header"));
         }
         if !host.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
         }) {
-            return Err((StatusCode::BAD_REQUEST, "Invalid Host header\n"));
+            return Err((StatusCode::BAD_REQUEST, "Invalid Host header"));
         }
         let too_long = req
             .headers()
@@ -161,7 +220,7 @@ impl Proxy {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|n| n > settings.max_body_bytes);
         if too_long {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"));
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"));
         }
         Ok(host.to_owned())
     }
@@ -172,45 +231,35 @@ impl Proxy {
         host: String,
         conn: ConnInfo,
         settings: &Settings,
+        access: Option<&mut AccessInfo>,
     ) -> Response<ProxyBody> {
         let decision = self
             .inner
             .routes
             .load()
             .route(&host, req.uri().path(), settings);
+        let fallback = match (req.method(), req.uri().path()) {
+            (&http::Method::GET | &http::Method::HEAD, "/favicon.ico") => Some(false),
+            (&http::Method::GET | &http::Method::HEAD, "/robots.txt") => Some(true),
+            _ => None,
+        };
         let m = &self.inner.metrics;
-        let backend = match decision {
+        let (backend, route) = match decision {
             Decision::Route(b) => {
                 m.hit.increment(1);
-                b
+                (b, "hit")
             }
             Decision::Frontend(b) => {
                 m.frontend.increment(1);
-                b
+                (b, "frontend")
             }
             Decision::Miss => {
                 m.miss.increment(1);
-                return self
-                    .forward(
-                        req,
-                        &host,
-                        &settings.default_backend.clone(),
-                        conn,
-                        settings,
-                    )
-                    .await;
+                (settings.default_backend.clone(), "miss")
             }
             Decision::OutsideDefault => {
                 m.outside.increment(1);
-                return self
-                    .forward(
-                        req,
-                        &host,
-                        &settings.default_backend.clone(),
-                        conn,
-                        settings,
-                    )
-                    .await;
+                (settings.default_backend.clone(), "outside")
             }
             Decision::OutsideReject => {
                 m.outside.increment(1);
@@ -220,7 +269,25 @@ impl Proxy {
                 );
             }
         };
-        self.forward(req, &host, &backend, conn, settings).await
+        if let Some(a) = access {
+            a.route = route;
+            a.upstream = backend.url.to_string();
+            if route == "hit" {
+                a.tool = host.split('.').next().unwrap_or("").to_ascii_lowercase();
+            }
+            a.upstream_started = Some(Instant::now());
+        }
+        let resp = self.forward(req, &host, &backend, conn, settings).await;
+        match fallback {
+            Some(robots) if resp.status() == StatusCode::NOT_FOUND => {
+                if robots {
+                    settings.pages.robots()
+                } else {
+                    settings.pages.favicon()
+                }
+            }
+            _ => resp,
+        }
     }
 
     /// Sends the request to `backend` and streams its answer back.
@@ -312,7 +379,11 @@ impl Proxy {
                 let backend_upgrade = resp.headers().get(header::UPGRADE).cloned();
                 if switching && let Some(client_upgrade) = client_upgrade {
                     let backend_side = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(splice(client_upgrade, backend_side));
+                    tokio::spawn(splice(
+                        client_upgrade,
+                        backend_side,
+                        settings.upgrade_idle_timeout,
+                    ));
                 }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -322,6 +393,9 @@ impl Proxy {
                         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                     parts.headers.insert(header::UPGRADE, u);
                 }
+                if conn.https {
+                    rewrite_location(&mut parts.headers, host);
+                }
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(e) if is_length_limit(&e) => {
@@ -330,22 +404,55 @@ impl Proxy {
             Err(e) => {
                 self.inner.metrics.upstream_errors.increment(1);
                 tracing::warn!(backend = %backend.url, host, error = %error_chain(&e), "backend request failed");
-                plain(
+                settings.pages.error(
                     StatusCode::BAD_GATEWAY,
-                    "Bad Gateway: the backend is unreachable\n",
+                    "The tool's web service could not be reached.",
                 )
             }
         }
     }
 }
 
-/// Copies bytes both ways between an upgraded client and backend connection.
-async fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+/// Copies bytes both ways between an upgraded client and backend
+/// connection; closes both when no byte moved for `idle`.
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
     match tokio::join!(client, backend) {
         (Ok(c), Ok(b)) => {
-            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-                tracing::debug!(error = %e, "upgraded connection ended");
+            let start = tokio::time::Instant::now();
+            let last = Arc::new(AtomicU64::new(0));
+            let mut c = Touch {
+                io: TokioIo::new(c),
+                start,
+                last: last.clone(),
+            };
+            let mut b = Touch {
+                io: TokioIo::new(b),
+                start,
+                last: last.clone(),
+            };
+            let copy = tokio::io::copy_bidirectional(&mut c, &mut b);
+            tokio::pin!(copy);
+            loop {
+                let deadline = start + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+                tokio::select! {
+                    r = &mut copy => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "upgraded connection ended");
+                        }
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let quiet_since = start + Duration::from_millis(last.load(Ordering::Relaxed));
+                        if quiet_since + idle <= tokio::time::Instant::now() {
+                            tracing::debug!(idle_s = idle.as_secs(), "upgraded connection idle; closing");
+                            break;
+                        }
+                    }
+                }
             }
         }
         (c, b) => tracing::debug!(
@@ -353,6 +460,124 @@ async fn splice(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUp
             backend_ok = b.is_ok(),
             "upgrade failed"
         ),
+    }
+}
+
+/// An upgraded stream that records when it last read bytes.
+struct Touch<T> {
+    io: T,
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` of the last read, shared by both sides.
+    last: Arc<AtomicU64>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Touch<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last.store(ms, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Touch<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Rewrites a backend's `Location: http://<host>…` to https (the request
+/// came over TLS), as nginx's `proxy_redirect` did.
+fn rewrite_location(h: &mut HeaderMap, host: &str) {
+    let Some(loc) = h.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let bare = forge_core::schema::strip_port(host);
+    if !loc
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("http://"))
+    {
+        return;
+    }
+    let after = &loc[7..];
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, tail) = after.split_at(end);
+    let loc_host = authority.strip_suffix(":80").unwrap_or(authority);
+    if loc_host.eq_ignore_ascii_case(bare)
+        && let Ok(v) = HeaderValue::from_str(&format!("https://{loc_host}{tail}"))
+    {
+        h.insert(header::LOCATION, v);
+    }
+}
+
+/// What the access log says about a request.
+#[derive(Debug, Default)]
+struct AccessInfo {
+    method: String,
+    path: String,
+    host: String,
+    tool: String,
+    route: &'static str,
+    upstream: String,
+    upstream_started: Option<Instant>,
+}
+
+impl AccessInfo {
+    fn log(self, resp: &Response<ProxyBody>, conn: ConnInfo, started: Instant) {
+        let bytes = http_body::Body::size_hint(resp.body())
+            .exact()
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let upstream_ms = self
+            .upstream_started
+            .map_or(-1.0, |t| t.elapsed().as_secs_f64() * 1000.0);
+        tracing::info!(
+            target: "dynamicproxy::access",
+            client = %conn.peer.ip().to_canonical(),
+            method = %self.method,
+            host = %self.host,
+            path = %self.path,
+            tool = %self.tool,
+            route = if self.route.is_empty() { "own" } else { self.route },
+            upstream = %self.upstream,
+            status = resp.status().as_u16(),
+            bytes,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms,
+            "request"
+        );
+    }
+}
+
+/// The proxy's own answer: its error page for the statuses that have one,
+/// else short text.
+fn own(settings: &Settings, status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    if crate::pages::STATUSES.contains(&status.as_u16()) {
+        settings.pages.error(status, text)
+    } else {
+        plain(status, text)
     }
 }
 
@@ -451,8 +676,18 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
     let handshake_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
     loop {
+        // At most `server.max_connections` open: past it, new connections
+        // wait in the kernel's listen backlog.
+        let slot = tokio::select! {
+            _ = shutdown.triggered() => break,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.triggered() => break,
             r = listener.accept() => match r {
@@ -481,6 +716,7 @@ pub async fn serve(
         match &tls {
             None => {
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -491,6 +727,7 @@ pub async fn serve(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let stream = match tokio::time::timeout(
                         handshake_timeout,
                         acceptor.accept(stream),

@@ -473,17 +473,13 @@ mod tests {
     use super::*;
 
     fn settings(domains: &[&str], outside: OutsideDomain) -> Settings {
-        let default_upstream = BackendUrl::parse("http://127.0.0.1:1").unwrap();
-        Settings {
-            default_backend: Arc::new(Backend::new(default_upstream.clone()).unwrap()),
-            default_upstream,
+        let config = crate::Config {
+            default_upstream: Some(BackendUrl::parse("http://127.0.0.1:1").unwrap()),
             domains: domains.iter().map(|d| d.to_string()).collect(),
             outside_domain: outside,
-            forwarded_for: false,
-            redirect_http: false,
-            hsts: None,
-            max_body_bytes: 1 << 20,
-        }
+            ..Default::default()
+        };
+        config.settings().unwrap()
     }
 
     fn raw() -> RawRoutes {

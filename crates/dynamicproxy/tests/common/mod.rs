@@ -128,6 +128,10 @@ pub fn test_config(redis_url: &str, default_upstream: &str) -> Config {
     c.routes.resync_interval_ms = 1000;
     c.upstream.connect_timeout_ms = 1000;
     c.server.drain_timeout_ms = 1000;
+    // The routing tests use clients without a User-Agent and send requests
+    // in bursts; the limit tests turn these back on.
+    c.limits.require_user_agent = false;
+    c.limits.rate_per_second = 0;
     c
 }
 
@@ -200,6 +204,48 @@ pub async fn raw(addr: SocketAddr, request: &str) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A parsed raw response.
+#[derive(Debug)]
+pub struct RawReply {
+    /// The status code.
+    pub status: u16,
+    /// The head, lower-cased.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+impl RawReply {
+    /// The value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// `GET path` with `Host: host` and extra header lines, over a fresh
+/// connection.
+pub async fn request(addr: SocketAddr, host: &str, path: &str, extra: &str) -> RawReply {
+    let r = raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"),
+    )
+    .await;
+    let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawReply {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
 }
 
 /// Runs `redis-cli -p PORT args…` and returns its output.
