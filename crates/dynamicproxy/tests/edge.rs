@@ -424,3 +424,74 @@ async fn websocket_upgrades_pass_through_and_bodies_are_capped() {
         "{r}"
     );
 }
+
+/// A backend redirecting every request to `location` and sending its own
+/// `Permissions-Policy`.
+async fn redirect_backend(location: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::FOUND;
+                    r.headers_mut()
+                        .insert("location", location.parse().unwrap());
+                    r.headers_mut()
+                        .insert("permissions-policy", "camera=*".parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn backend_location_is_rewritten_to_https_and_response_headers_replaced() {
+    let ca = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(ca.path());
+    make_cert(ca.path(), certs.path(), "toolforge", "*.toolforge.org");
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    let own = redirect_backend("http://alpha.toolforge.org/next?x=1").await;
+    let foreign = redirect_backend("http://elsewhere.example.org/x").await;
+    cli(redis.port(), &["HSET", "prefix:alpha", ".*", &own]);
+    cli(redis.port(), &["HSET", "prefix:beta", ".*", &foreign]);
+    let mut c = test_config(&redis.url(), &default.url());
+    c.tls.redirect_http = false;
+    let edge = start_edge(c, ca.path(), certs.path()).await;
+    eventually("routes loaded", || async {
+        https_get(&edge, "alpha.toolforge.org", "/", false)
+            .await
+            .0
+            .status()
+            == StatusCode::FOUND
+    })
+    .await;
+
+    for h2 in [false, true] {
+        let (resp, _) = https_get(&edge, "alpha.toolforge.org", "/", h2).await;
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        assert_eq!(
+            resp.headers()["location"],
+            "https://alpha.toolforge.org/next?x=1"
+        );
+        assert_eq!(resp.headers()["permissions-policy"], "browsing-topics=()");
+    }
+    // Another host's location is left alone.
+    let (resp, _) = https_get(&edge, "beta.toolforge.org", "/", false).await;
+    assert_eq!(resp.headers()["location"], "http://elsewhere.example.org/x");
+    // Over plain HTTP the client's scheme is http: unchanged.
+    let r = request(edge.http, "alpha.toolforge.org", "/", "").await;
+    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("http://alpha.toolforge.org/next?x=1")
+    );
+}
