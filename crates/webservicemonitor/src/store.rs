@@ -4,7 +4,8 @@
 //! Keys (all spelled by `forge_core::schema::RedisKey`, documented in
 //! `docs/redis-schema.md`):
 //!
-//! * `forge:lease:<name>` — which monitor is active ([`Store::acquire_lease`]);
+//! * `forge:lease:<name>` — which monitor is active ([`Store::acquire_lease`],
+//!   through `forge_core::lease`);
 //! * `forge:monitor:restarts:<tool>` — ZSET of restart attempt times, the
 //!   persistent throttle ([`Store::throttle`]);
 //! * `forge:monitor:unhealthy:<tool>` — consecutive failed health probes;
@@ -15,31 +16,11 @@
 //! Every multi-step change is one Lua script, so it is atomic.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use forge_core::lease::Lease;
 use forge_core::{RedisKey, ToolName};
 use fred::prelude::*;
-
-/// Take or renew the lease: ARGV = holder, ttl ms. Returns 1 when held.
-const LEASE_SCRIPT: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"#;
-
-/// Give the lease up if held: ARGV = holder.
-const RELEASE_SCRIPT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
 
 /// The throttle: ARGV = now ms, window ms, max, record (1/0), member.
 /// Returns {allowed (1/0), attempts in window (after recording)}. Without
@@ -122,33 +103,22 @@ impl Store {
         holder: &str,
         ttl_ms: u64,
     ) -> Result<bool, Error> {
-        let key = RedisKey::Lease(name.to_owned()).to_key();
-        let held: i64 = self
-            .redis
-            .eval(
-                LEASE_SCRIPT,
-                vec![key],
-                vec![holder.to_owned(), ttl_ms.to_string()],
-            )
-            .await?;
-        Ok(held == 1)
+        Lease::new(name, holder, Duration::from_millis(ttl_ms))
+            .try_acquire(&self.redis)
+            .await
     }
 
     /// Gives the lease up if `holder` has it.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), Error> {
-        let key = RedisKey::Lease(name.to_owned()).to_key();
-        let _: i64 = self
-            .redis
-            .eval(RELEASE_SCRIPT, vec![key], vec![holder.to_owned()])
-            .await?;
-        Ok(())
+        Lease::new(name, holder, Duration::ZERO)
+            .release(&self.redis)
+            .await
+            .map(drop)
     }
 
     /// Who holds the lease.
     pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, Error> {
-        self.redis
-            .get(RedisKey::Lease(name.to_owned()).to_key())
-            .await
+        Lease::holder_of(&self.redis, name).await
     }
 
     /// Checks the throttle for `tool` and, when `record`, counts an attempt.
