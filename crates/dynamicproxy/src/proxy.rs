@@ -18,7 +18,9 @@ use bytes::Bytes;
 use forge_core::{Reloadable, Shutdown};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full, Limited};
+use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -32,6 +34,21 @@ use crate::table::{Backend, Decision, Routes};
 
 /// The body of every response: the backend's, streamed, or the proxy's own.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// A request body on its way to the backend: its first frame (already read,
+/// so malformed framing is refused before the backend is contacted), then
+/// the rest, streamed.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// An error reading the client's request body (bad chunk framing, a reset
+/// connection): the client's fault, answered with 400.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+/// How long [`Proxy::forward`] waits for a request body's first bytes
+/// before contacting the backend anyway.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(5);
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -72,7 +89,7 @@ struct ProxyInner {
     routes: Arc<Routes>,
     limiter: crate::guard::ClientLimiter,
     settings: Arc<Reloadable<Settings>>,
-    client: Client<HttpConnector, Limited<Incoming>>,
+    client: Client<HttpConnector, Limited<UpstreamBody>>,
     metrics: Metrics,
 }
 
@@ -115,6 +132,7 @@ impl Proxy {
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let started = Instant::now();
+        let http1 = req.version() < http::Version::HTTP_2;
         let settings = self.inner.settings.get();
         let log = settings.access_log.wanted();
         let mut access = log.then(|| AccessInfo {
@@ -174,6 +192,12 @@ impl Proxy {
         {
             resp.headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        if http1 && resp.status() == StatusCode::BAD_REQUEST {
+            // The rest of the connection can't be trusted to be framed as
+            // the client meant: close it rather than read a next request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.inner.metrics.response(resp.status());
         if let Some(a) = access {
@@ -309,7 +333,39 @@ impl Proxy {
             None
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
+        // Read the first frame before contacting the backend: a body whose
+        // framing is broken from the start (a bad chunk size) never reaches
+        // it.
+        let mut first = None;
+        if !body.is_end_stream()
+            && let Ok(frame) = tokio::time::timeout(FIRST_FRAME_WAIT, body.frame()).await
+        {
+            match frame {
+                Some(Ok(f)) => first = Some(f),
+                Some(Err(e)) => {
+                    tracing::debug!(host, error = %e, "malformed request body");
+                    return settings
+                        .pages
+                        .error(StatusCode::BAD_REQUEST, "The request body is malformed.");
+                }
+                None => {}
+            }
+        }
+        let rest = body
+            .map_err(|e| Box::new(ClientBodyError(e)) as Box<dyn std::error::Error + Send + Sync>);
+        let body: UpstreamBody = match first {
+            Some(f) => {
+                let head = http_body_util::StreamBody::new(futures::stream::iter([Ok(f)]));
+                let tail = http_body_util::BodyStream::new(rest);
+                http_body_util::StreamBody::new(futures::StreamExt::chain(
+                    futures::StreamExt::boxed(head),
+                    tail,
+                ))
+                .boxed_unsync()
+            }
+            None => rest.boxed_unsync(),
+        };
         let body = Limited::new(
             body,
             usize::try_from(settings.max_body_bytes).unwrap_or(usize::MAX),
@@ -400,6 +456,12 @@ impl Proxy {
             }
             Err(e) if is_length_limit(&e) => {
                 plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n")
+            }
+            Err(e) if has_source::<ClientBodyError>(&e) => {
+                tracing::debug!(host, error = %error_chain(&e), "request body failed");
+                settings
+                    .pages
+                    .error(StatusCode::BAD_REQUEST, "The request body is malformed.")
             }
             Err(e) => {
                 self.inner.metrics.upstream_errors.increment(1);
@@ -590,9 +652,14 @@ fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    has_source::<http_body_util::LengthLimitError>(e)
+}
+
+/// Whether `e` or one of its sources is a `T`.
+fn has_source<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
+        if err.is::<T>() {
             return true;
         }
         cur = err.source();
