@@ -266,7 +266,8 @@ pub struct TokenSettings {
     pub secret_file: Option<PathBuf>,
     /// How long an activation link works, in days.
     pub activation_days: i64,
-    /// How long a password-reset link works, in hours.
+    /// How long a password-reset (and e-mail-change) link works, in hours;
+    /// short-lived on purpose (a mailbox is often read by more than one).
     pub reset_hours: i64,
 }
 
@@ -276,7 +277,7 @@ impl Default for TokenSettings {
             secret: String::new(),
             secret_file: None,
             activation_days: 3,
-            reset_hours: 24,
+            reset_hours: 1,
         }
     }
 }

@@ -58,10 +58,10 @@ impl Core {
             self.config.http.public_base_url.trim_end_matches('/')
         );
         let body = format!(
-            "Hello {cn},\n\nto use this address for the developer account \"{uid}\", open this link within {hours} hours and confirm:\n\n{link}\n\n\
+            "Hello {cn},\n\nto use this address for the developer account \"{uid}\", open this link within {hours} and confirm:\n\n{link}\n\n\
              If you did not ask for this, ignore this mail.\n",
             cn = account.cn,
-            hours = self.config.tokens.reset_hours,
+            hours = super::password::hours_text(self.config.tokens.reset_hours),
         );
         self.mailer
             .send(

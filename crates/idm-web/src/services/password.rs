@@ -45,6 +45,15 @@ pub enum ResetOutcome {
     Invalid(FieldErrors),
 }
 
+/// `1 hour`, `3 hours`: how long a mailed link works, for the mail's text.
+pub(crate) fn hours_text(hours: i64) -> String {
+    if hours == 1 {
+        "1 hour".to_owned()
+    } else {
+        format!("{hours} hours")
+    }
+}
+
 impl Core {
     fn new_password_errors(&self, new: &str, again: &str, names: &[&str]) -> FieldErrors {
         let mut errors = FieldErrors::new();
@@ -134,11 +143,11 @@ impl Core {
         );
         let body = format!(
             "Hello {cn},\n\nsomeone (hopefully you) asked to reset the password of the developer account \"{uid}\".\n\
-             To choose a new password, open this link within {hours} hours:\n\n{link}\n\n\
+             To choose a new password, open this link within {hours}:\n\n{link}\n\n\
              If you did not ask for this, ignore this mail: your password stays as it is.\n",
             cn = account.cn,
             uid = account.uid,
-            hours = self.config.tokens.reset_hours,
+            hours = hours_text(self.config.tokens.reset_hours),
         );
         self.mailer
             .send(

@@ -501,3 +501,15 @@ pub async fn link_in_mail(env: &Env, to: &str, marker: &str) -> String {
     }
     panic!("no mail to {to} with {marker}");
 }
+
+/// Asserts `mail` is sent as plain text (a `text/plain` body, readable by
+/// every client) and returns nothing; its text is `mail.text_body()`.
+pub fn assert_plain_text(mail: &forge_test_support::CapturedMail) {
+    let ct = mail.header("content-type").unwrap_or_default();
+    assert!(
+        ct.to_ascii_lowercase().starts_with("text/plain"),
+        "content type {ct:?} of {}",
+        mail.raw()
+    );
+    assert!(!mail.text_body().unwrap_or_default().trim().is_empty());
+}

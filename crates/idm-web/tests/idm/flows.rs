@@ -89,6 +89,21 @@ async fn full_flow(backend: Backend) {
     env.smtp.wait_for(2, Duration::from_secs(20)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.mails_to(ADMIN_MAIL), 1);
+    // Both mails, the user's and the admins', are plain text.
+    for m in env.smtp.messages() {
+        crate::common::assert_plain_text(&m);
+    }
+    let admin = env
+        .smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.recipients.iter().any(|r| r == ADMIN_MAIL))
+        .unwrap();
+    let text = admin.text_body().unwrap();
+    assert!(
+        text.contains("Shell name: alice") && text.contains(&format!("uidNumber: {uid_number}")),
+        "{text}"
+    );
 
     // The link works once.
     let again = c.get(&link).await;

@@ -105,7 +105,20 @@ async fn managers_block_and_unblock_with_an_audit_log() {
         )
         .await;
     assert_eq!(unblocked.status, 303);
-    assert!(env.can_bind(&dn, GOOD_PASSWORD).await);
+    assert!(env.can_bind(&dn, GOOD_PASSWORD).await, "unblocked: binds");
+    assert_eq!(
+        again
+            .submit(
+                "/login",
+                "/login",
+                &[("login", "jack"), ("password", GOOD_PASSWORD)]
+            )
+            .await
+            .status,
+        303,
+        "unblocked: the form login works again"
+    );
+    assert!(b.get("/manage?uid=jack").await.body.contains("Active"));
 
     let log = env.core.audit.for_target("jack", 10).await.unwrap();
     let actions: Vec<(&str, &str, &str)> = log

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::common::{Env, EnvOptions, GOOD_PASSWORD, link_in_mail, make_account};
+use crate::common::{
+    Env, EnvOptions, GOOD_PASSWORD, assert_plain_text, link_in_mail, make_account,
+};
 
 const NEW_PASSWORD: &str = "Another-strong-one-77";
 
@@ -124,6 +126,23 @@ async fn forgotten_password_is_reset_by_mail_with_neutral_answers() {
 
     let link = link_in_mail(&env, "frank@example.org", "/password/reset/").await;
     assert!(link.starts_with(&env.base_url));
+    // Short-lived: one hour by default, and the mail says so.
+    let token = link.rsplit('/').next().unwrap();
+    let expires: i64 = token.split('.').nth(1).unwrap().parse().unwrap();
+    let left = expires - idm_web::db::now();
+    assert!((3500..=3600).contains(&left), "reset link valid {left} s");
+    let mail = env
+        .smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.recipients == ["frank@example.org"])
+        .unwrap();
+    assert_plain_text(&mail);
+    let text = mail.text_body().unwrap();
+    assert!(
+        text.contains("within 1 hour:") && text.contains(&link),
+        "{text}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reset_mails = env
         .smtp
@@ -174,6 +193,37 @@ async fn forgotten_password_is_reset_by_mail_with_neutral_answers() {
     assert_eq!(c.get(&tampered).await.status, 400);
     let other_user = link.replacen("/frank.", "/erin.", 1);
     assert_eq!(c.get(&other_user).await.status, 400);
+
+    // An expired link (genuine, bound to the current password) is refused,
+    // for the form and for the submission, and changes nothing.
+    let account = env
+        .core
+        .directory
+        .find_account("frank")
+        .await
+        .unwrap()
+        .unwrap();
+    let expired =
+        env.core
+            .tokens
+            .reset_token("frank", &account.user_password, idm_web::db::now() - 10);
+    let expired_link = format!("/password/reset/{expired}");
+    let page = c.get(&expired_link).await;
+    assert_eq!(page.status, 410, "{}", page.body);
+    assert!(page.body.contains("expired"), "{}", page.body);
+    let csrf = c.get("/login").await.hidden("csrf_token").unwrap();
+    let refused = c
+        .post(
+            &expired_link,
+            &[
+                ("csrf_token", &csrf),
+                ("new_password", "Yet-another-strong-one-5"),
+                ("new_password2", "Yet-another-strong-one-5"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 410, "{}", refused.body);
+    assert!(env.can_bind(&dn, NEW_PASSWORD).await);
 
     // By e-mail address, a new link arrives and works.
     let _ = c

@@ -72,7 +72,7 @@ async fn ssh_keys_are_added_listed_and_removed_and_bad_ones_refused() {
         .submit("/account/keys", "/account/keys", &[("key", ED25519)])
         .await;
     assert_eq!(dup.status, 400);
-    assert!(dup.body.contains("already"));
+    assert!(dup.body.contains("already on your account"), "{}", dup.body);
 
     let dir = tempfile::tempdir().unwrap();
     let (_, private) = keygen(dir.path(), "priv", &["-t", "ed25519"]);
@@ -94,8 +94,14 @@ async fn ssh_keys_are_added_listed_and_removed_and_bad_ones_refused() {
         )
         .await;
     assert_eq!(refused.status, 400);
-    assert!(refused.body.contains("2048"), "{}", refused.body);
-    let (good_rsa, _) = keygen(dir.path(), "rsa3072", &["-t", "rsa", "-b", "3072"]);
+    assert!(
+        refused
+            .body
+            .contains("at least 2048 bits (this one has 1024)"),
+        "{}",
+        refused.body
+    );
+    let (good_rsa, _) = keygen(dir.path(), "rsa4096", &["-t", "rsa", "-b", "4096"]);
     assert_eq!(
         c.submit(
             "/account/keys",
@@ -106,13 +112,27 @@ async fn ssh_keys_are_added_listed_and_removed_and_bad_ones_refused() {
         .status,
         303
     );
-    assert_eq!(
-        c.submit("/account/keys", "/account/keys", &[("key", "not a key")])
-            .await
-            .status,
-        400
+    let garbage = c
+        .submit("/account/keys", "/account/keys", &[("key", "not a key")])
+        .await;
+    assert_eq!(garbage.status, 400);
+    assert!(
+        garbage.body.contains("not an OpenSSH public key"),
+        "{}",
+        garbage.body
     );
     assert_eq!(env.core.list_ssh_keys(&entry.dn).await.unwrap().len(), 2);
+    // Both accepted keys are in LDAP, as typed (RSA-4096 and ed25519).
+    let entry = env.ldap_entry("hana").await.unwrap();
+    let mut stored = entry.attrs.get("sshPublicKey").cloned().unwrap_or_default();
+    stored.sort();
+    let rsa_body = good_rsa.split_whitespace().nth(1).unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0], ED25519);
+    assert!(
+        stored[1].starts_with("ssh-rsa ") && stored[1].contains(rsa_body),
+        "{stored:?}"
+    );
 
     // Remove the ed25519 key by fingerprint.
     let fp = env
