@@ -516,10 +516,30 @@ mod tests {
             "listen_admin = \"nope\"\ndefault_upstream = \"http://x:1\"\n",
         )
         .unwrap();
-        let l = forge_core::ConfigSource::new(Some(p), "X_NONE")
+        let l = forge_core::ConfigSource::new(Some(p.clone()), "X_NONE")
             .load::<Config>()
             .unwrap();
         let e = Config::validate(&l).unwrap_err().to_string();
         assert!(e.contains("p.toml:1"), "{e}");
+        std::fs::write(
+            &p,
+            "default_upstream = \"http://x:1\"\n[limits]\nbanned_ips = [\"10.0.0.0/33\"]\n",
+        )
+        .unwrap();
+        let l = forge_core::ConfigSource::new(Some(p.clone()), "X_NONE")
+            .load::<Config>()
+            .unwrap();
+        let e = Config::validate(&l).unwrap_err().to_string();
+        assert!(e.contains("p.toml:3") && e.contains("banned_ips"), "{e}");
+        std::fs::write(
+            &p,
+            "default_upstream = \"http://x:1\"\n[limits]\nblock_user_agents = [\"(\"]\n",
+        )
+        .unwrap();
+        let l = forge_core::ConfigSource::new(Some(p), "X_NONE")
+            .load::<Config>()
+            .unwrap();
+        let e = Config::validate(&l).unwrap_err().to_string();
+        assert!(e.contains("p.toml:3"), "{e}");
     }
 }

@@ -20,8 +20,11 @@ use forge_core::{ConfigSource, Loaded, ReloadSignal, Reloadable, Shutdown, Statu
 ///
 /// Every flag can also be set in the configuration file or with an
 /// environment variable FORGE_PROXY_<KEY> (nested keys: FORGE_PROXY_REDIS__URL).
-/// SIGHUP reloads the request-handling settings (domains, default upstream,
-/// outside_domain, forwarded_for). See docs/dynamicproxy.md.
+/// SIGHUP (or saving the config file) reloads the request-handling settings
+/// without dropping requests: domains, default upstream, outside_domain,
+/// forwarded_for, maintenance, limits.* (rate limit, User-Agent / Referer /
+/// IP blocks), pages.dir, response_headers, access_log.*, and the TLS
+/// certificates. See docs/dynamicproxy.md.
 #[derive(Debug, Parser)]
 #[command(name = "dynamicproxy", version = forge_core::VERSION)]
 struct Args {

@@ -85,7 +85,10 @@ impl Pages {
                 ))
             }
         };
-        respond(status, "text/html; charset=utf-8", body)
+        let mut r = respond(status, "text/html; charset=utf-8", body);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
     }
 
     /// The proxy's `/favicon.ico`.
@@ -112,7 +115,5 @@ fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Respo
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

@@ -153,7 +153,10 @@ impl Proxy {
                 if let Some(a) = access.as_mut() {
                     a.host.clone_from(&host);
                 }
-                if let Err(refusal) = settings.guard.check(conn.peer.ip(), req.headers()) {
+                if settings.redirect_http && !conn.https {
+                    // Port 80 only redirects, as today: no limits there.
+                    redirect_to_https(&req, &host)
+                } else if let Err(refusal) = settings.guard.check(conn.peer.ip(), req.headers()) {
                     self.inner.metrics.refused(refusal);
                     own(&settings, StatusCode::FORBIDDEN, refusal.message())
                 } else if let Err(wait) = self.inner.limiter.check(&settings.guard, conn.peer.ip())
@@ -169,8 +172,6 @@ impl Proxy {
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                     r
-                } else if settings.redirect_http && !conn.https {
-                    redirect_to_https(&req, &host)
                 } else {
                     self.route_and_forward(req, host, conn, &settings, access.as_mut())
                         .await
