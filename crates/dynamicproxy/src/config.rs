@@ -233,6 +233,9 @@ pub struct UpstreamSettings {
     pub idle_timeout_ms: u64,
     /// Idle keep-alive connections kept per backend.
     pub max_idle_per_backend: usize,
+    /// Time a backend has to send its response headers, ms; past it the
+    /// client gets the 504 page. Reloadable.
+    pub response_timeout_ms: u64,
 }
 
 impl Default for UpstreamSettings {
@@ -241,6 +244,7 @@ impl Default for UpstreamSettings {
             connect_timeout_ms: 3000,
             idle_timeout_ms: 60_000,
             max_idle_per_backend: 64,
+            response_timeout_ms: 3_600_000,
         }
     }
 }
@@ -364,6 +368,8 @@ pub struct Settings {
     pub access_log: AccessLogSettings,
     /// Idle timeout of upgraded connections.
     pub upgrade_idle_timeout: Duration,
+    /// Time to a backend's response headers.
+    pub response_timeout: Duration,
 }
 
 impl Config {
@@ -426,6 +432,7 @@ impl Config {
             response_headers,
             access_log: self.access_log.clone(),
             upgrade_idle_timeout: Duration::from_secs(self.server.upgrade_idle_timeout_s.max(1)),
+            response_timeout: Duration::from_millis(self.upstream.response_timeout_ms.max(1)),
         })
     }
 

@@ -421,12 +421,20 @@ impl Proxy {
             }
         }
         let started = Instant::now();
-        match self
-            .inner
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-        {
+        let sent = tokio::time::timeout(
+            settings.response_timeout,
+            self.inner.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        let Ok(sent) = sent else {
+            self.inner.metrics.upstream_errors.increment(1);
+            tracing::warn!(backend = %backend.url, host, "backend did not answer in time");
+            return settings.pages.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The tool's web service did not answer in time.",
+            );
+        };
+        match sent {
             Ok(mut resp) => {
                 self.inner
                     .metrics

@@ -315,3 +315,29 @@ async fn error_pages_come_from_the_directory_and_favicon_robots_fall_back() {
         Some("browsing-topics=()")
     );
 }
+
+#[tokio::test]
+async fn a_backend_too_slow_to_answer_gets_the_504_page() {
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    // Accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    cli(redis.port(), &["HSET", "prefix:slow", ".*", &silent_url]);
+    let mut c = test_config(&redis.url(), &default.url());
+    c.upstream.response_timeout_ms = 300;
+    let p = start_proxy(c).await;
+    let addr = p.http;
+    eventually("504", || async move {
+        request(addr, "slow.toolforge.org", "/", UA).await.status == 504
+    })
+    .await;
+    let r = request(addr, "slow.toolforge.org", "/", UA).await;
+    assert!(r.body.contains("<h1>504 Gateway Timeout</h1>"), "{r:?}");
+}
