@@ -24,6 +24,7 @@ mod binary;
 mod browser;
 mod common;
 mod flows;
+mod injection;
 mod manage;
 mod passwords;
 mod ssh_keys;
