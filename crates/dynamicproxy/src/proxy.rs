@@ -140,8 +140,14 @@ impl Proxy {
             path: req.uri().path().to_owned(),
             ..AccessInfo::default()
         });
+        // A request refused for its framing or host on HTTP/1: the rest of
+        // the connection can't be trusted to be framed as the client meant.
+        let mut close = false;
         let mut resp = match self.filter(&req, &settings) {
-            Err((status, text)) => own(&settings, status, text),
+            Err((status, text)) => {
+                close = http1;
+                own(&settings, status, text)
+            }
             // The proxy's own liveness URL, on every host (as today).
             Ok(_) if req.uri().path() == "/.well-known/healthz" => plain(StatusCode::OK, "OK\n"),
             Ok(_) if settings.maintenance => own(
@@ -194,9 +200,7 @@ impl Proxy {
             resp.headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        if http1 && resp.status() == StatusCode::BAD_REQUEST {
-            // The rest of the connection can't be trusted to be framed as
-            // the client meant: close it rather than read a next request.
+        if close {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
