@@ -5,15 +5,14 @@
 //!   what the Sentinels say, and flags disagreement and staleness;
 //! * [`failover`] — a Sentinel failover (optionally to a chosen replica) that
 //!   returns only once every daemon reports the new master;
-//! * [`routes`] — list, read, set and delete registrations in Redis;
-//! * [`queue`] — the job queues' operator verbs (forge-rq).
+//! * [`routes`] — list, read, set and delete registrations in Redis; the
+//!   queue verbs are `forge_rq::report`, shared with `rq-worker`;
 //!
 //! [`config`] names the hosts and Sentinels; [`redis`] holds the Sentinel
 //! and direct-connection helpers. `main.rs` only parses flags and calls these.
 
 pub mod config;
 pub mod failover;
-pub mod queue;
 pub mod redis;
 pub mod routes;
 pub mod status;

@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use forge_core::ConfigSource;
 use forge_rq::Keys;
+use forge_rq::report;
 use forgectl::config::{Config, ENV_PREFIX};
-use forgectl::{queue, redis, routes, status};
+use forgectl::{redis, routes, status};
 
 /// The operator CLI of forge.
 ///
@@ -235,35 +236,27 @@ async fn run(command: Command, config: Config) -> anyhow::Result<bool> {
         Command::Queue { verb } => {
             let pool = redis::master_pool(&config.redis).await.context("Redis")?;
             let keys = Keys::new(&config.queue_prefix);
+            const RESUME: &str = "forgectl queue resume";
             match verb {
-                QueueVerb::Info { queues } => queue::info(&pool, &keys, &queues, &mut out)
-                    .await
-                    .map(|_| true),
+                QueueVerb::Info { queues } => {
+                    report::info(&pool, &keys, &queues, RESUME, &mut out).await?
+                }
                 QueueVerb::Failed { queue, limit } => {
-                    queue::failed(&pool, &keys, &queue, limit, &mut out)
-                        .await
-                        .map(|_| true)
+                    report::failed(&pool, &keys, &queue, limit, &mut out).await?
                 }
                 QueueVerb::Requeue { queue, ids } => {
-                    queue::requeue(&pool, &keys, &queue, &ids, &mut out)
-                        .await
-                        .map(|_| true)
+                    report::requeue(&pool, &keys, &queue, &ids, &mut out).await?;
                 }
-                QueueVerb::Empty { queue } => queue::empty(&pool, &keys, &queue, &mut out)
-                    .await
-                    .map(|_| true),
-                QueueVerb::Suspend { for_secs } => queue::suspend_workers(
-                    &pool,
-                    &keys,
-                    for_secs.map(Duration::from_secs),
-                    &mut out,
-                )
-                .await
-                .map(|_| true),
-                QueueVerb::Resume => queue::resume_workers(&pool, &keys, &mut out)
-                    .await
-                    .map(|_| true),
+                QueueVerb::Empty { queue } => {
+                    report::empty(&pool, &keys, &queue, &mut out).await?;
+                }
+                QueueVerb::Suspend { for_secs } => {
+                    let ttl = for_secs.map(Duration::from_secs);
+                    report::suspend_workers(&pool, &keys, ttl, RESUME, &mut out).await?
+                }
+                QueueVerb::Resume => report::resume_workers(&pool, &keys, &mut out).await?,
             }
+            Ok(true)
         }
     }
 }

@@ -6,14 +6,13 @@
 //! daemon around it — configuration ([`config`]), the built-in handlers
 //! ([`registry`]: `forge.echo`, `forge.sleep`, `forge.fail`,
 //! `forge.send_mail`), the admin endpoint, and the operator verbs
-//! ([`ops`]).
+//! (rendered by [`forge_rq::report`], shared with `forgectl queue`).
 //!
 //! `main.rs` only wires; [`run`] takes an already-bound admin listener and a
 //! `Shutdown`, so tests run the daemon in-process.
 
 pub mod config;
 pub mod mail;
-pub mod ops;
 
 use std::sync::Arc;
 

@@ -10,10 +10,9 @@ use clap::{Parser, Subcommand};
 use forge_core::cli::CommonArgs;
 use forge_core::lifecycle::{self, systemd};
 use forge_core::{ConfigSource, ReloadSignal, Shutdown, StatusBoard};
-use forge_rq::Keys;
+use forge_rq::{Keys, report};
 use fred::prelude::ClientLike;
 use rq_worker::config::{Config, ENV_PREFIX};
-use rq_worker::ops;
 
 /// forge's job worker: runs python-rq compatible jobs (JSON serializer).
 ///
@@ -223,17 +222,30 @@ async fn run_verb(config: &Config, verb: Verb) -> anyhow::Result<()> {
         .with_context(|| format!("cannot connect to {}", config.redis.describe()))?;
     let keys = Keys::new(&config.worker.key_prefix);
     let mut out = std::io::stdout().lock();
+    const RESUME: &str = "rq-worker resume";
     match verb {
-        Verb::Info { queues } => ops::info(&pool, &keys, &queues, &mut out).await?,
-        Verb::Failed { queue, limit } => ops::failed(&pool, &keys, &queue, limit, &mut out).await?,
+        Verb::Info { queues } => report::info(&pool, &keys, &queues, RESUME, &mut out).await?,
+        Verb::Failed { queue, limit } => {
+            report::failed(&pool, &keys, &queue, limit, &mut out).await?
+        }
         Verb::Requeue { queue, all, ids } => {
-            ops::requeue(&pool, &keys, &queue, all, &ids, &mut out).await?
+            anyhow::ensure!(all || !ids.is_empty(), "give job ids or --all");
+            let ids: &[String] = if all { &[] } else { &ids };
+            report::requeue(&pool, &keys, &queue, ids, &mut out).await?;
         }
-        Verb::Empty { queues } => ops::empty(&pool, &keys, &queues, &mut out).await?,
+        Verb::Empty { queues } => {
+            anyhow::ensure!(!queues.is_empty(), "name the queues to empty");
+            for q in &queues {
+                report::empty(&pool, &keys, q, &mut out)
+                    .await
+                    .with_context(|| format!("emptying {q}"))?;
+            }
+        }
         Verb::Suspend { duration } => {
-            ops::suspend_workers(&pool, &keys, duration, &mut out).await?
+            let ttl = duration.map(std::time::Duration::from_secs);
+            report::suspend_workers(&pool, &keys, ttl, RESUME, &mut out).await?
         }
-        Verb::Resume => ops::resume_workers(&pool, &keys, &mut out).await?,
+        Verb::Resume => report::resume_workers(&pool, &keys, &mut out).await?,
     }
     out.flush()?;
     Ok(())

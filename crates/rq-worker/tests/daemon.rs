@@ -310,7 +310,7 @@ async fn sigterm_hands_jobs_back_and_verbs_work() {
     );
     assert!(verb(&["requeue", "--queue", "default", "--all"]).contains("requeued 1 job"));
     assert_eq!(q.len().await.unwrap(), 2);
-    assert!(verb(&["empty", "default"]).contains("2 job(s) removed"));
+    assert!(verb(&["empty", "default"]).contains("removed 2 job(s)"));
     assert!(verb(&["suspend"]).contains("suspended"));
     assert!(verb(&["info"]).contains("SUSPENDED"));
     assert!(verb(&["resume"]).contains("resumed"));

@@ -45,6 +45,7 @@ pub mod handler;
 pub mod job;
 pub mod keys;
 pub mod queue;
+pub mod report;
 pub mod scripts;
 pub mod worker;
 
