@@ -3,10 +3,13 @@
 //! in-memory route table, and forward it over a pooled HTTP/1.1 client,
 //! streaming bodies in both directions.
 //!
-//! A request passes through three stages, kept apart so later features slot
-//! in: [`Proxy::filter`] (requests answered by the proxy itself: missing
-//! `Host`; rate limits and blocks go here), routing ([`RouteTable::route`]),
-//! and [`Proxy::forward`] (headers rewritten as in `docs/dynamicproxy.md`).
+//! A request passes through three stages: [`Proxy::handle`] answers what the
+//! proxy answers itself (bad `Host` or framing, `/.well-known/healthz`,
+//! maintenance, the HTTPS redirect, [`guard`](crate::guard) blocks and the
+//! rate limit), routing ([`RouteTable::route`]), and [`Proxy::forward`]
+//! (headers rewritten as in `docs/dynamicproxy.md`, `Location` to https,
+//! upgrades spliced with an idle timeout). Every response then gets
+//! `response_headers`, HSTS and, when enabled, an access-log line.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
