@@ -366,3 +366,95 @@ async fn email_change_is_verified_by_mail_to_the_new_address() {
     let forged = link.replacen("/ivan.", "/erin.", 1);
     assert_eq!(c.get(&forged).await.status, 400);
 }
+
+/// `page` without its per-session CSRF token.
+fn without_csrf(page: &str) -> String {
+    regex::Regex::new(r#"name="csrf_token" value="[^"]*""#)
+        .unwrap()
+        .replace_all(page, r#"name="csrf_token" value="""#)
+        .into_owned()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The reset and forgotten-username pages answer an existing and a missing
+/// account identically: same status, same body (but the CSRF token), and
+/// each queues exactly one job — the request path never asks LDAP, so its
+/// time cannot depend on the answer. The medians are printed (run with
+/// `--nocapture`), not asserted: no timing thresholds in `cargo test`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neutral_answers_do_the_same_work_for_known_and_unknown_accounts() {
+    use fred::prelude::*;
+
+    const ROUNDS: usize = 20;
+    let mut env = Env::start_with(EnvOptions {
+        admin_recipients: false,
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    env.config.rate_limit.login_per_ip_per_minute = 10_000;
+    env.restart_web().await;
+    make_account(&env, "frank", "Frank Example", GOOD_PASSWORD).await;
+    let redis = env.config.redis.pool().unwrap();
+    redis.init().await.unwrap();
+    let queue = format!("rq:queue:{}", idm_web::jobs::NOTIFICATION_QUEUE);
+
+    let pages = [
+        (
+            "/password/forgot",
+            "login",
+            "frank",
+            "nobody-here",
+            "forgotten password",
+        ),
+        (
+            "/username/forgot",
+            "email",
+            "frank@example.org",
+            "nobody@example.org",
+            "forgotten username",
+        ),
+    ];
+    for (path, field, known, unknown, what) in pages {
+        let mut answers = Vec::new();
+        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..ROUNDS {
+            // Alternate the order so warm-up favours neither side.
+            let order = if round % 2 == 0 {
+                [known, unknown]
+            } else {
+                [unknown, known]
+            };
+            for value in order {
+                let side = usize::from(value == unknown);
+                let mut c = env.client();
+                let csrf = c.get(path).await.hidden("csrf_token").unwrap();
+                let before: i64 = redis.llen(&queue).await.unwrap();
+                let started = std::time::Instant::now();
+                let page = c.post(path, &[(field, value), ("csrf_token", &csrf)]).await;
+                times[side].push(started.elapsed());
+                let after: i64 = redis.llen(&queue).await.unwrap();
+                assert_eq!(after, before + 1, "{what} {value:?}: one job queued");
+                answers.push((side, page.status, without_csrf(&page.body)));
+            }
+        }
+        let first = &answers[0];
+        assert_eq!(first.1, 200);
+        for a in &answers {
+            assert_eq!(
+                (a.1, &a.2),
+                (first.1, &first.2),
+                "{what}: known and unknown accounts get the same answer"
+            );
+        }
+        let (k, u) = (median(times[0].clone()), median(times[1].clone()));
+        println!(
+            "{what}: median over {ROUNDS} requests: existing account {k:?}, no account {u:?} (ratio {:.2})",
+            k.as_secs_f64() / u.as_secs_f64()
+        );
+    }
+}
