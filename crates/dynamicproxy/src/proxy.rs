@@ -6,7 +6,7 @@
 //! A request passes through three stages: [`Proxy::handle`] answers what the
 //! proxy answers itself (bad `Host` or framing, `/.well-known/healthz`,
 //! maintenance, the HTTPS redirect, [`guard`](crate::guard) blocks and the
-//! rate limit), routing ([`RouteTable::route`]), and [`Proxy::forward`]
+//! rate limit), routing ([`RouteTable::route`](crate::table::RouteTable::route)), and `Proxy::forward`
 //! (headers rewritten as in `docs/dynamicproxy.md`, `Location` to https,
 //! upgrades spliced with an idle timeout). Every response then gets
 //! `response_headers`, HSTS and, when enabled, an access-log line.
