@@ -275,6 +275,7 @@ async fn forgotten_username_is_mailed_with_neutral_answers() {
     );
     let mails = env.smtp.wait_for(1, Duration::from_secs(20)).await.unwrap();
     let body = mails[0].text_body().unwrap();
+    assert_plain_text(&mails[0]);
     assert_eq!(mails[0].recipients, vec!["gina@example.org".to_owned()]);
     assert!(
         body.contains("Gina Example") && body.contains("Shell name: gina"),
@@ -334,6 +335,15 @@ async fn email_change_is_verified_by_mail_to_the_new_address() {
     assert_eq!(ok.status, 200, "{}", ok.body);
 
     let link = link_in_mail(&env, "ivan.new@example.net", "/account/email/confirm/").await;
+    for m in env.smtp.messages() {
+        assert_plain_text(&m);
+        assert_eq!(
+            m.recipients,
+            ["ivan.new@example.net"],
+            "only the new address"
+        );
+        assert!(m.text_body().unwrap().contains("within 1 hour and confirm"));
+    }
     let entry = env.ldap_entry("ivan").await.unwrap();
     assert_eq!(
         entry.attrs["mail"],
