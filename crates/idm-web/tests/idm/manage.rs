@@ -38,6 +38,20 @@ async fn managers_block_and_unblock_with_an_audit_log() {
         .status,
         403
     );
+    assert_eq!(
+        j.post(
+            "/manage/unblock",
+            &[
+                ("csrf_token", &csrf),
+                ("uid", "jack"),
+                ("reason", "self-help")
+            ]
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(j.get("/manage").await.status, 403);
 
     let mut b = env.client();
     assert_eq!(
