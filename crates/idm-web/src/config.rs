@@ -33,6 +33,8 @@ pub struct Config {
     pub mail: MailSettings,
     /// Redis, for the job queues.
     pub redis: RedisSettings,
+    /// How jobs are enqueued.
+    pub queue: QueueSettings,
     /// Signed tokens (activation links, CSRF, anti-bot challenges).
     pub tokens: TokenSettings,
     /// Signup rules.
@@ -78,6 +80,27 @@ impl Default for HttpSettings {
             ],
             cookie_secure: true,
             session_days: 14,
+        }
+    }
+}
+
+/// `[queue]`: durability of enqueued jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// An enqueue (activation mail, account creation …) counts as done only
+    /// once this many Redis replicas have it (`WAIT`); otherwise the user is
+    /// asked to try again. 0 = the master's acknowledgement is enough.
+    pub min_replicas: u32,
+    /// How long to wait for those replicas, milliseconds.
+    pub replica_timeout_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            min_replicas: 0,
+            replica_timeout_ms: 1000,
         }
     }
 }

@@ -63,6 +63,19 @@ impl JobQueues {
         }
     }
 
+    /// The queues as `[queue]` configures them: with `min_replicas > 0`, an
+    /// enqueue succeeds only once that many replicas have it.
+    pub fn configured(pool: fred::prelude::Pool, settings: &crate::config::QueueSettings) -> Self {
+        let timeout = Duration::from_millis(settings.replica_timeout_ms);
+        let q = JobQueues::new(pool);
+        JobQueues {
+            default: q.default.with_min_replicas(settings.min_replicas, timeout),
+            notification: q
+                .notification
+                .with_min_replicas(settings.min_replicas, timeout),
+        }
+    }
+
     async fn put(&self, queue: &Queue, func: &str, id: i64) -> Result<(), ServiceError> {
         self.put_value(queue, func, Value::from(id)).await
     }
@@ -239,5 +252,6 @@ pub async fn load_core(config_file: &std::path::Path) -> Result<Arc<Core>, JobSe
     fred::prelude::ClientLike::init(&pool)
         .await
         .map_err(|e| JobSetupError::Redis(e.to_string()))?;
-    Ok(Core::build(loaded.config, &secrets, Some(JobQueues::new(pool))).await?)
+    let queues = JobQueues::configured(pool, &loaded.config.queue);
+    Ok(Core::build(loaded.config, &secrets, Some(queues)).await?)
 }

@@ -129,7 +129,7 @@ async fn redis_queues(config: &Config) -> anyhow::Result<JobQueues> {
     fred::prelude::ClientLike::init(&pool)
         .await
         .context("connecting to Redis")?;
-    Ok(JobQueues::new(pool))
+    Ok(JobQueues::configured(pool, &config.queue))
 }
 
 #[tokio::main]

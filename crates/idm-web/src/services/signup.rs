@@ -209,7 +209,13 @@ impl Core {
         };
         metrics::counter!("forge_idm_signups_total").increment(1);
         tracing::info!(uid = %signup.uid, id = signup.id, "signup stored");
-        self.queues()?.enqueue_activation_mail(signup.id).await?;
+        if let Err(e) = self.queues()?.enqueue_activation_mail(signup.id).await {
+            // Without its mail the signup would only hold the names until it
+            // expires: undo it, so the user's retry starts afresh.
+            tracing::error!(uid = %signup.uid, id = signup.id, error = %e, "activation mail could not be queued; signup withdrawn");
+            self.signups.delete_pending(signup.id).await?;
+            return Err(e);
+        }
         Ok(SignupOutcome::Stored { id: signup.id })
     }
 

@@ -201,6 +201,16 @@ impl SignupStore {
         )
     }
 
+    /// Deletes a still-pending signup (one whose activation mail could not
+    /// be queued, so its names are free again); true when one was deleted.
+    pub async fn delete_pending(&self, id: i64) -> Result<bool, DbError> {
+        Ok(
+            with_pool!(&self.db, p => sqlx::query("DELETE FROM signups WHERE state = 'pending' AND id = ?")
+            .bind(id).execute(p).await?.rows_affected())
+                == 1,
+        )
+    }
+
     /// Sets `created_at` (tests and support tooling that backdate a signup).
     pub async fn set_created_at(&self, id: i64, at: i64) -> Result<(), DbError> {
         with_pool!(&self.db, p => sqlx::query("UPDATE signups SET created_at = ? WHERE id = ?")

@@ -301,9 +301,14 @@ pub async fn build_core(config: &Config, secrets: &Secrets) -> Arc<Core> {
         .await
         .unwrap();
     db.migrate().await.unwrap();
-    Core::with_db(config.clone(), secrets, db, Some(JobQueues::new(pool)))
-        .await
-        .unwrap()
+    Core::with_db(
+        config.clone(),
+        secrets,
+        db,
+        Some(JobQueues::configured(pool, &config.queue)),
+    )
+    .await
+    .unwrap()
 }
 
 /// A small HTTP client with a cookie jar.

@@ -314,3 +314,22 @@ async fn form_errors_are_shown_per_field_and_the_check_endpoint_suggests() {
     assert!(!v["shellname_errors"].as_array().unwrap().is_empty());
     let _ = Backend::Sqlite;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreplicated_enqueue_withdraws_the_signup() {
+    // `[queue] min_replicas = 1` against a Redis without replicas: the
+    // activation mail can't be queued durably, so the signup is refused with
+    // an error and withdrawn — its names stay free for the retry.
+    let mut env = env().await;
+    env.config.queue.min_replicas = 1;
+    env.config.queue.replica_timeout_ms = 100;
+    let strict = crate::common::build_core(&env.config, &env.secrets).await;
+    let f = form("Durable Person", "durable");
+    assert!(strict.submit_signup(&f).await.is_err());
+    assert!(strict.signups.by_uid("durable").await.unwrap().is_none());
+    // The default (master's acknowledgement) stores it.
+    assert!(matches!(
+        env.core.submit_signup(&f).await.unwrap(),
+        SignupOutcome::Stored { .. }
+    ));
+}
