@@ -118,7 +118,11 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_a_listener() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A port below the ephemeral range: probing a closed *ephemeral*
+        // port can succeed through a TCP self-connect (source port = target).
+        let listener = tokio::net::TcpListener::bind(loopback(free_port()))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         wait_for_port(addr, Duration::from_secs(1)).await.unwrap();
         drop(listener);
