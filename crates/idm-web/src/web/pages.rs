@@ -2,6 +2,7 @@
 //! result into a page; no business rule lives here.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::{Extension, Form, Path, Query, State};
@@ -552,21 +553,34 @@ pub(super) async fn password_forgot_form(
     )
 }
 
+/// The per-IP limit of the pages that send mail on request (forgotten
+/// password, forgotten username): `Some(429 page)` when exceeded.
+fn mail_request_limited(
+    state: &AppState,
+    csrf: &CsrfToken,
+    ip: &IpAddr,
+    what: &'static str,
+) -> Option<Response> {
+    state.limits().login_ip.check_key(ip).is_err().then(|| {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => what).increment(1);
+        message(
+            state,
+            StatusCode::TOO_MANY_REQUESTS,
+            csrf,
+            "Too many requests",
+            &["Please wait a minute and try again."],
+        )
+    })
+}
+
 pub(super) async fn password_forgot_submit(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    if state.limits().login_ip.check_key(&ip).is_err() {
-        metrics::counter!("forge_idm_rate_limited_total", "what" => "password_reset").increment(1);
-        return message(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            &csrf,
-            "Too many requests",
-            &["Please wait a minute and try again."],
-        );
+    if let Some(refusal) = mail_request_limited(&state, &csrf, &ip, "password_reset") {
+        return refusal;
     }
     if let Err(e) = state.core.request_password_reset(&form.login).await {
         return internal(&state, &csrf, &e);
@@ -695,16 +709,8 @@ pub(super) async fn username_forgot_submit(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Form(form): Form<EmailForm>,
 ) -> Response {
-    if state.limits().login_ip.check_key(&ip).is_err() {
-        metrics::counter!("forge_idm_rate_limited_total", "what" => "username_reminder")
-            .increment(1);
-        return message(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            &csrf,
-            "Too many requests",
-            &["Please wait a minute and try again."],
-        );
+    if let Some(refusal) = mail_request_limited(&state, &csrf, &ip, "username_reminder") {
+        return refusal;
     }
     if let Err(e) = state.core.request_username_reminder(&form.email).await {
         return internal(&state, &csrf, &e);
