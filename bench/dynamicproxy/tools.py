@@ -46,7 +46,7 @@ def load(port, n, backend):
 
 
 def http_get(sock, f, host, path="/"):
-    sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, host)).encode())
+    sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: forge-bench\r\n\r\n" % (path, host)).encode())
     status = f.readline()
     length = 0
     while True:
