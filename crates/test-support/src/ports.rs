@@ -118,15 +118,15 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_a_listener() {
-        // A port below the ephemeral range: probing a closed *ephemeral*
-        // port can succeed through a TCP self-connect (source port = target).
         let listener = tokio::net::TcpListener::bind(loopback(free_port()))
             .await
             .unwrap();
-        let addr = listener.local_addr().unwrap();
-        wait_for_port(addr, Duration::from_secs(1)).await.unwrap();
-        drop(listener);
-        let err = wait_for_port(addr, Duration::from_millis(100)).await;
+        wait_for_port(listener.local_addr().unwrap(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        // A port nothing listens on: the wait ends in PortTimeout.
+        let unused = loopback(free_port());
+        let err = wait_for_port(unused, Duration::from_millis(100)).await;
         assert!(matches!(err, Err(TestSupportError::PortTimeout { .. })));
     }
 }

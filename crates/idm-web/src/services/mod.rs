@@ -71,6 +71,9 @@ pub struct Core {
     pub api_tokens: ApiTokenStore,
     /// The compiled blocklist in force (refreshed from the database).
     pub blocklist: ArcSwap<Blocklist>,
+    /// Serialises [`Core::reload_blocklist`] (read + swap), so a reload that
+    /// read older rows can't replace a newer list.
+    blocklist_reload: tokio::sync::Mutex<()>,
     /// The directory.
     pub directory: Directory,
     /// Mail.
@@ -121,6 +124,7 @@ impl Core {
             audit: AuditStore::new(db.clone()),
             api_tokens: ApiTokenStore::new(db.clone()),
             blocklist: ArcSwap::from_pointee(Blocklist::default()),
+            blocklist_reload: tokio::sync::Mutex::new(()),
             directory: Directory::new(config.ldap.clone(), secrets.ldap_password.clone()),
             mailer: Mailer::new(&config.mail, &secrets.smtp_password)?,
             tokens: TokenSigner::new(secrets.token_key.clone()),
@@ -135,6 +139,7 @@ impl Core {
 
     /// Re-reads and recompiles the blocklist from the database.
     pub async fn reload_blocklist(&self) -> Result<usize, ServiceError> {
+        let _one_at_a_time = self.blocklist_reload.lock().await;
         let entries = self.blocklist_store.all().await?;
         let compiled = Blocklist::compile(&entries);
         if compiled.skipped > 0 {
