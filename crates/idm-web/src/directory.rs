@@ -574,17 +574,27 @@ impl Directory {
         }))
     }
 
-    /// Replaces the password of `dn` (service account): forgotten-password reset.
-    pub async fn set_password(&self, dn: &str, hash: &str) -> Result<(), DirectoryError> {
+    /// Applies `mods` to `dn` as the service account; a transport error drops
+    /// the service connection so the next call reconnects.
+    async fn service_modify(
+        &self,
+        dn: &str,
+        mods: Vec<Mod<String>>,
+    ) -> Result<ldap3::LdapResult, DirectoryError> {
         let mut ldap = self.service().await?;
-        let mods = vec![Mod::Replace("userPassword".to_owned(), set(&[hash]))];
-        let r = match ldap.with_timeout(self.timeout()).modify(dn, mods).await {
-            Ok(r) => r,
+        match ldap.with_timeout(self.timeout()).modify(dn, mods).await {
+            Ok(r) => Ok(r),
             Err(e) => {
                 self.reset().await;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
+        }
+    }
+
+    /// Replaces the password of `dn` (service account): forgotten-password reset.
+    pub async fn set_password(&self, dn: &str, hash: &str) -> Result<(), DirectoryError> {
+        let mods = vec![Mod::Replace("userPassword".to_owned(), set(&[hash]))];
+        let r = self.service_modify(dn, mods).await?;
         check("modify userPassword", r)
     }
 
@@ -674,19 +684,12 @@ impl Directory {
         add: bool,
     ) -> Result<bool, DirectoryError> {
         const ATTRIBUTE_OR_VALUE_EXISTS: u32 = 20;
-        let mut ldap = self.service().await?;
         let m = if add {
             Mod::Add("sshPublicKey".to_owned(), set(&[key]))
         } else {
             Mod::Delete("sshPublicKey".to_owned(), set(&[key]))
         };
-        let r = match ldap.with_timeout(self.timeout()).modify(dn, vec![m]).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.reset().await;
-                return Err(e.into());
-            }
-        };
+        let r = self.service_modify(dn, vec![m]).await?;
         match r.rc {
             rc::SUCCESS => Ok(true),
             ATTRIBUTE_OR_VALUE_EXISTS | rc::NO_SUCH_ATTRIBUTE => Ok(false),
@@ -696,34 +699,20 @@ impl Directory {
 
     /// Replaces the `mail` of `dn` (service account).
     pub async fn set_mail(&self, dn: &str, mail: &str) -> Result<(), DirectoryError> {
-        let mut ldap = self.service().await?;
         let mods = vec![Mod::Replace("mail".to_owned(), set(&[mail]))];
-        let r = match ldap.with_timeout(self.timeout()).modify(dn, mods).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.reset().await;
-                return Err(e.into());
-            }
-        };
+        let r = self.service_modify(dn, mods).await?;
         check("modify mail", r)
     }
 
     /// Locks (`true`) or unlocks the account at `dn` through the password
     /// policy: `pwdAccountLockedTime: 000001010000Z` is a lock no time lifts.
     pub async fn set_locked(&self, dn: &str, locked: bool) -> Result<(), DirectoryError> {
-        let mut ldap = self.service().await?;
         let m = if locked {
             Mod::Replace("pwdAccountLockedTime".to_owned(), set(&["000001010000Z"]))
         } else {
             Mod::Replace("pwdAccountLockedTime".to_owned(), HashSet::new())
         };
-        let r = match ldap.with_timeout(self.timeout()).modify(dn, vec![m]).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.reset().await;
-                return Err(e.into());
-            }
-        };
+        let r = self.service_modify(dn, vec![m]).await?;
         match r.rc {
             rc::SUCCESS | rc::NO_SUCH_ATTRIBUTE => Ok(()),
             _ => check("modify pwdAccountLockedTime", r),
