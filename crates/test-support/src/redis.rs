@@ -80,6 +80,53 @@ async fn launch(
     Ok(child)
 }
 
+/// A server started by [`launch_on_free_port`].
+struct Launched {
+    /// The `redis-server` binary.
+    binary: PathBuf,
+    /// Its scratch directory (config, data, log).
+    dir: TempDir,
+    /// The port it listens on.
+    port: u16,
+    /// The process.
+    child: ChildGuard,
+}
+
+/// Starts a Redis server (or Sentinel) in a new scratch directory on a free
+/// port, its configuration rendered by `conf_lines(dir, port)`; when it exits
+/// at once (the port was taken meanwhile) it is tried again on another port.
+async fn launch_on_free_port(
+    sentinel: bool,
+    conf_lines: impl Fn(&Path, u16) -> Vec<String>,
+) -> Result<Launched> {
+    let (name, kind, conf_name) = if sentinel {
+        ("redis-sentinel", "sentinel", "sentinel.conf")
+    } else {
+        ("redis-server", "redis", "redis.conf")
+    };
+    let binary = redis_binary()?;
+    let dir = scratch_dir(kind)?;
+    let conf = dir.path().join(conf_name);
+    let mut last_error = None;
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port();
+        write_conf(&conf, &conf_lines(dir.path(), port))?;
+        match launch(name, &binary, dir.path(), &conf, sentinel, port).await {
+            Ok(child) => {
+                return Ok(Launched {
+                    binary,
+                    dir,
+                    port,
+                    child,
+                });
+            }
+            Err(e @ TestSupportError::ExitedEarly { .. }) => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or(TestSupportError::NotRunning { server: name }))
+}
+
 /// Writes a configuration file.
 fn write_conf(path: &Path, lines: &[String]) -> Result<()> {
     let mut text = lines.join("\n");
@@ -134,29 +181,18 @@ impl RedisServerBuilder {
     /// [`TestSupportError::MissingBinary`] without `redis-server`; start-up errors quoting the
     /// server's log otherwise.
     pub async fn start(self) -> Result<RedisServer> {
-        let binary = redis_binary()?;
-        let dir = scratch_dir("redis")?;
-        let conf = dir.path().join("redis.conf");
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            write_conf(&conf, &self.conf_lines(dir.path(), port))?;
-            match launch("redis-server", &binary, dir.path(), &conf, false, port).await {
-                Ok(child) => {
-                    return Ok(RedisServer {
-                        binary,
-                        dir,
-                        port,
-                        child,
-                    });
-                }
-                Err(e @ TestSupportError::ExitedEarly { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or(TestSupportError::NotRunning {
-            server: "redis-server",
-        }))
+        let Launched {
+            binary,
+            dir,
+            port,
+            child,
+        } = launch_on_free_port(false, |dir, port| self.conf_lines(dir, port)).await?;
+        Ok(RedisServer {
+            binary,
+            dir,
+            port,
+            child,
+        })
     }
 
     /// The configuration for a server in `dir` on `port`.
@@ -352,30 +388,19 @@ impl SentinelServerBuilder {
     /// [`TestSupportError::MissingBinary`] without `redis-server`; start-up errors quoting the
     /// sentinel's log otherwise.
     pub async fn start(self) -> Result<SentinelServer> {
-        let binary = redis_binary()?;
-        let dir = scratch_dir("sentinel")?;
-        let conf = dir.path().join("sentinel.conf");
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            write_conf(&conf, &self.conf_lines(dir.path(), port))?;
-            match launch("redis-sentinel", &binary, dir.path(), &conf, true, port).await {
-                Ok(child) => {
-                    return Ok(SentinelServer {
-                        binary,
-                        dir,
-                        port,
-                        master_name: self.master_name,
-                        child,
-                    });
-                }
-                Err(e @ TestSupportError::ExitedEarly { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or(TestSupportError::NotRunning {
-            server: "redis-sentinel",
-        }))
+        let Launched {
+            binary,
+            dir,
+            port,
+            child,
+        } = launch_on_free_port(true, |dir, port| self.conf_lines(dir, port)).await?;
+        Ok(SentinelServer {
+            binary,
+            dir,
+            port,
+            master_name: self.master_name,
+            child,
+        })
     }
 
     /// The configuration for a sentinel in `dir` on `port`.
