@@ -10,6 +10,8 @@
 //! * [`sync`] — [`RouteSync`](sync::RouteSync): full loads, keyspace
 //!   notifications, periodic resync, Redis health.
 //! * [`proxy`] — the HTTP/1.1 + HTTP/2 server and the pooled client.
+//! * [`framing`] — refuses requests framed by both `Content-Length` and
+//!   `Transfer-Encoding`, from a watch on the bytes below hyper.
 //! * [`guard`] — rate limit, User-Agent / Referer / IP blocks.
 //! * [`pages`] — the proxy's own error pages, favicon and robots.txt.
 //! * [`admin`] — `/list` next to forge-core's `/healthz`, `/metrics`, ….
@@ -20,6 +22,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod framing;
 pub mod guard;
 pub mod metrics;
 pub mod pages;

@@ -4,7 +4,8 @@
 //! streaming bodies in both directions.
 //!
 //! A request passes through three stages: [`Proxy::handle`] answers what the
-//! proxy answers itself (bad `Host` or framing, `/.well-known/healthz`,
+//! proxy answers itself (bad `Host` or framing — including what
+//! [`framing`](crate::framing) saw below hyper —, `/.well-known/healthz`,
 //! maintenance, the HTTPS redirect, [`guard`](crate::guard) blocks and the
 //! rate limit), routing ([`RouteTable::route`](crate::table::RouteTable::route)), and `Proxy::forward`
 //! (headers rewritten as in `docs/dynamicproxy.md`, `Location` to https,
@@ -32,6 +33,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::{ServerSettings, Settings, UpstreamSettings};
+use crate::framing::{AmbiguousFraming, FramingVerdicts, WatchedIo};
 use crate::metrics::Metrics;
 use crate::table::{Backend, Decision, Routes};
 
@@ -220,6 +222,12 @@ impl Proxy {
         req: &Request<Incoming>,
         settings: &Settings,
     ) -> Result<String, (StatusCode, &'static str)> {
+        if req.extensions().get::<AmbiguousFraming>().is_some() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "A request may not carry both Content-Length and Transfer-Encoding",
+            ));
+        }
         let header_host = req
             .headers()
             .get(header::HOST)
@@ -790,7 +798,14 @@ pub async fn serve(
             https: tls.is_some(),
         };
         let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let verdicts = Arc::new(FramingVerdicts::default());
+        let watched = verdicts.clone();
+        // hyper hands HTTP/1 requests over one at a time, in order, so the
+        // n-th call is the n-th request head the scanner saw.
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if verdicts.next_is_ambiguous() {
+                req.extensions_mut().insert(AmbiguousFraming);
+            }
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
         });
@@ -800,8 +815,8 @@ pub async fn serve(
             None => {
                 tokio::spawn(async move {
                     let _slot = slot;
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let io = TokioIo::new(WatchedIo::new(stream, watched));
+                    let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -827,8 +842,8 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let io = TokioIo::new(WatchedIo::new(stream, watched));
+                    let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
