@@ -263,6 +263,19 @@ pub struct ServerSettings {
     /// An upgraded (WebSocket) connection with no byte either way for this
     /// long is closed, s. Reloadable (for new upgrades).
     pub upgrade_idle_timeout_s: u64,
+    /// Worker threads serving client connections, each with its own
+    /// single-threaded runtime and backend pool; 0: one per CPU.
+    pub workers: usize,
+}
+
+impl ServerSettings {
+    /// How many worker threads to start: `workers`, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -272,6 +285,7 @@ impl Default for ServerSettings {
             drain_timeout_ms: 30_000,
             max_connections: 16_384,
             upgrade_idle_timeout_s: 3600,
+            workers: 0,
         }
     }
 }
@@ -457,6 +471,15 @@ impl Config {
             if c.tls.dir.is_none() {
                 return Err(loaded.invalid("listen_https", "needs tls.dir (--tls-dir)"));
             }
+        }
+        if c.server.workers > 1024 {
+            return Err(loaded.invalid(
+                "server.workers",
+                format!(
+                    "{} worker threads; at most 1024 (0: one per CPU)",
+                    c.server.workers
+                ),
+            ));
         }
         if let Err(e) = c.redis.fred_config() {
             return Err(loaded.invalid("redis.url", e));

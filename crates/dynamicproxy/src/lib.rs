@@ -10,6 +10,8 @@
 //! * [`sync`] — [`RouteSync`](sync::RouteSync): full loads, keyspace
 //!   notifications, periodic resync, Redis health.
 //! * [`proxy`] — the HTTP/1.1 + HTTP/2 server and the pooled client.
+//! * [`workers`] — the threads that serve client connections, one
+//!   single-threaded runtime each.
 //! * [`framing`] — refuses requests framed by both `Content-Length` and
 //!   `Transfer-Encoding`, from a watch on the bytes below hyper.
 //! * [`guard`] — rate limit, User-Agent / Referer / IP blocks.
@@ -30,6 +32,7 @@ pub mod proxy;
 pub mod sync;
 pub mod table;
 pub mod tls;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -59,8 +62,8 @@ pub enum Error {
     /// The Redis client could not be set up.
     #[error(transparent)]
     Redis(#[from] forge_core::redis::RedisSetupError),
-    /// A listener failed.
-    #[error("admin listener: {0}")]
+    /// A listener or worker thread failed.
+    #[error("listener: {0}")]
     Io(#[from] std::io::Error),
     /// The certificates can't be loaded.
     #[error("TLS: {0}")]
@@ -177,28 +180,26 @@ pub async fn run_with(
         );
         let proxy = proxy::Proxy::new(routes, settings, &config.upstream, metrics);
         let https = match (listeners.https, tls) {
-            (Some(listener), Some(resolver)) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(resolver.server_config()));
-                Some(tokio::spawn(proxy::serve(
-                    listener,
-                    proxy.clone(),
-                    config.server.clone(),
-                    Some(acceptor),
-                    shutdown.clone(),
-                )))
-            }
+            (Some(listener), Some(resolver)) => Some((
+                listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(resolver.server_config())),
+            )),
             _ => None,
         };
-        proxy::serve(
+        if let Err(e) = workers::serve(
             listeners.http,
+            https,
             proxy,
             config.server.clone(),
-            None,
             shutdown.clone(),
         )
-        .await;
-        if let Some(h) = https {
-            let _ = h.await;
+        .await
+        {
+            // Stop the rest too: a proxy that can't serve must not look up.
+            shutdown.trigger();
+            let _ = sync_task.await;
+            let _ = admin_task.await;
+            return Err(Error::Io(e));
         }
     }
     let _ = sync_task.await;

@@ -98,7 +98,10 @@ fn main() -> anyhow::Result<()> {
     if args.common.finish_config_flags(&loaded) {
         return Ok(());
     }
+    // Route sync, the admin endpoint and reloads; client connections are
+    // served by the proxy's own worker threads (`server.workers`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -145,8 +148,11 @@ async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow
                 || loaded.config.routes != config.routes
                 || loaded.config.listen_http != config.listen_http
                 || loaded.config.listen_admin != config.listen_admin
+                || loaded.config.server.workers != config.server.workers
             {
-                tracing::warn!("listener, redis and routes settings change only at restart");
+                tracing::warn!(
+                    "listener, worker, redis and routes settings change only at restart"
+                );
             }
             board2.set_generation(&loaded.generation);
             Ok::<_, forge_core::ConfigError>(settings)

@@ -73,6 +73,25 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 
+/// The pooled HTTP/1.1 client to backends that `upstream` describes.
+fn backend_client(upstream: &UpstreamSettings) -> Client<HttpConnector, Limited<UpstreamBody>> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(
+        upstream.connect_timeout_ms.max(1),
+    )));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_millis(upstream.idle_timeout_ms.max(1)))
+        .pool_max_idle_per_host(upstream.max_idle_per_backend)
+        .build(connector)
+}
+
+/// A request being handled, boxed (see [`serve`]).
+type HandlerFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>,
+>;
+
 /// Where a connection came in.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
@@ -92,9 +111,13 @@ pub struct Proxy {
 
 struct ProxyInner {
     routes: Arc<Routes>,
-    limiter: crate::guard::ClientLimiter,
+    /// Shared by every worker thread's copy, so one client has one quota.
+    limiter: Arc<crate::guard::ClientLimiter>,
     settings: Arc<Reloadable<Settings>>,
+    /// This copy's backend connection pool (one per worker thread).
     client: Client<HttpConnector, Limited<UpstreamBody>>,
+    /// How `client` was built, for [`Proxy::with_own_pool`].
+    upstream: UpstreamSettings,
     metrics: Metrics,
 }
 
@@ -113,23 +136,31 @@ impl Proxy {
         upstream: &UpstreamSettings,
         metrics: Metrics,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(
-            upstream.connect_timeout_ms.max(1),
-        )));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_millis(upstream.idle_timeout_ms.max(1)))
-            .pool_max_idle_per_host(upstream.max_idle_per_backend)
-            .build(connector);
         Proxy {
             inner: Arc::new(ProxyInner {
                 routes,
                 limiter: Default::default(),
                 settings,
-                client,
+                client: backend_client(upstream),
+                upstream: upstream.clone(),
                 metrics,
+            }),
+        }
+    }
+
+    /// The same proxy — routes, settings, rate-limit state, metrics — with
+    /// a backend connection pool of its own, for another worker thread: a
+    /// pooled connection then lives on the thread whose requests use it.
+    pub fn with_own_pool(&self) -> Self {
+        let inner = &self.inner;
+        Proxy {
+            inner: Arc::new(ProxyInner {
+                routes: inner.routes.clone(),
+                limiter: inner.limiter.clone(),
+                settings: inner.settings.clone(),
+                client: backend_client(&inner.upstream),
+                upstream: inner.upstream.clone(),
+                metrics: inner.metrics.clone(),
             }),
         }
     }
@@ -749,12 +780,14 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 
 /// Accepts connections on `listener` until shutdown (terminating TLS with
 /// `tls` when given), then drains open ones within
-/// `server.drain_timeout_ms`.
+/// `server.drain_timeout_ms`. A connection is only accepted with a permit
+/// from `slots` (shared by every worker serving the same listener).
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     server: ServerSettings,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    slots: Arc<tokio::sync::Semaphore>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -767,7 +800,6 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(server.max_connections.max(1)));
     let handshake_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
     loop {
         // At most `server.max_connections` open: past it, new connections
@@ -807,7 +839,12 @@ pub async fn serve(
                 req.extensions_mut().insert(AmbiguousFraming);
             }
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+            // Boxed: hyper keeps a slot the size of the service's future
+            // for the connection's whole life; the handler's future is
+            // ~3 KiB, which an idle keep-alive connection would otherwise hold.
+            let handled: HandlerFuture =
+                Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, info).await) });
+            handled
         });
         let watcher = graceful.watcher();
         let builder = builder.clone();

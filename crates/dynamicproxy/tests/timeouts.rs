@@ -2,7 +2,7 @@
 //! headers is disconnected after `server.header_read_timeout_ms`, an idle
 //! upgraded (WebSocket) connection is closed after
 //! `server.upgrade_idle_timeout_s`, and `server.max_connections` caps open
-//! connections.
+//! connections across the worker threads, which serve concurrently.
 
 #![allow(clippy::unwrap_used)]
 
@@ -141,6 +141,8 @@ async fn connections_past_the_cap_wait() {
     let default = echo_backend("default").await;
     let mut c = test_config(&redis.url(), &default.url());
     c.server.max_connections = 1;
+    // The cap is the listener's, whichever worker thread accepts.
+    c.server.workers = 3;
     let p = start_proxy(c).await;
     wait_serving(&p).await;
 
@@ -162,4 +164,27 @@ async fn connections_past_the_cap_wait() {
     // …and is once it closes.
     drop(first);
     assert_eq!(second.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn several_worker_threads_serve_concurrent_connections() {
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    let mut c = test_config(&redis.url(), &default.url());
+    c.server.workers = 4;
+    let p = start_proxy(c).await;
+    wait_serving(&p).await;
+    let addr = p.http;
+    let clients: Vec<_> = (0..40)
+        .map(|i| {
+            tokio::spawn(async move {
+                request(addr, "a.toolforge.org", &format!("/{i}"), "")
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.await.unwrap(), 200);
+    }
 }
