@@ -30,7 +30,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
 
 use crate::config::{ServerSettings, Settings, UpstreamSettings};
 use crate::framing::{AmbiguousFraming, FramingVerdicts, WatchedIo};
@@ -778,19 +777,21 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
-/// Accepts connections on `listener` until shutdown (terminating TLS with
-/// `tls` when given), then drains open ones within
-/// `server.drain_timeout_ms`. A connection is only accepted with a permit
-/// from `slots` (shared by every worker serving the same listener).
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the connections arriving on `incoming` (accepted on local port
+/// `local_port`, terminating TLS with `tls` when given) until shutdown or
+/// until `incoming` ends, then drains open ones within
+/// `server.drain_timeout_ms`. Each connection task runs on the calling
+/// runtime and holds its [`Accepted::ticket`] until it ends.
+///
+/// [`Accepted::ticket`]: crate::workers::Accepted::ticket
+pub async fn serve_connections(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<crate::workers::Accepted>,
+    local_port: u16,
     proxy: Proxy,
     server: ServerSettings,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    slots: Arc<tokio::sync::Semaphore>,
     shutdown: Shutdown,
 ) {
-    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -802,28 +803,24 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let handshake_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
     loop {
-        // At most `server.max_connections` open: past it, new connections
-        // wait in the kernel's listen backlog.
-        let slot = tokio::select! {
+        let crate::workers::Accepted {
+            stream,
+            peer,
+            ticket,
+        } = tokio::select! {
             _ = shutdown.triggered() => break,
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
+            a = incoming.recv() => match a {
+                Some(a) => a,
+                None => break,
             },
         };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.triggered() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "can't take over an accepted connection");
+                continue;
+            }
         };
-        let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
             local_port,
@@ -851,7 +848,7 @@ pub async fn serve(
         match &tls {
             None => {
                 tokio::spawn(async move {
-                    let _slot = slot;
+                    let _ticket = ticket;
                     let io = TokioIo::new(WatchedIo::new(stream, watched));
                     let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -862,7 +859,7 @@ pub async fn serve(
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let _slot = slot;
+                    let _ticket = ticket;
                     let stream = match tokio::time::timeout(
                         handshake_timeout,
                         acceptor.accept(stream),
@@ -888,7 +885,7 @@ pub async fn serve(
             }
         }
     }
-    drop(listener);
+    drop(incoming);
     let bound = Duration::from_millis(server.drain_timeout_ms);
     forge_core::lifecycle::drain_within(&shutdown, bound, graceful.shutdown()).await;
 }

@@ -7,32 +7,66 @@
 //! the two often sit on different threads, so every request pays cross-thread
 //! wake-ups (futex calls, context switches); on this workload that cost about
 //! a third more CPU per request than a single-threaded runtime (see
-//! `docs/benchmarks.md`). Here each worker accepts from the same listening
-//! sockets and keeps everything a connection touches on its own thread: its
-//! connections, its own backend pool ([`Proxy::with_own_pool`]), its timers.
-//! Routes, settings, the rate-limit state and metrics stay shared.
+//! `docs/benchmarks.md`). Here a worker keeps everything a connection touches
+//! on its own thread: the connection, its own backend pool
+//! ([`Proxy::with_own_pool`]), its timers. Routes, settings, the rate-limit
+//! state and metrics stay shared.
 //!
-//! Route sync, the admin endpoint and reloads keep running on the caller's
-//! runtime.
+//! Each listener has one acceptor task, on the caller's runtime (with route
+//! sync, the admin endpoint and reloads). It takes a `server.max_connections`
+//! permit, accepts, and hands the connection to the worker with the fewest
+//! open connections. Letting every worker accept from the shared socket
+//! instead left the balance to whichever thread woke first: in measurements
+//! one worker often took nearly all of a benchmark's connections.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use forge_core::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServerSettings;
 use crate::proxy::{self, Proxy};
 
-/// A listener the workers serve together.
-struct SharedListener {
-    /// The socket; each worker registers its own clone with its runtime.
-    socket: std::net::TcpListener,
-    /// Terminates TLS on this listener when set.
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Connection permits, shared so `server.max_connections` bounds the
-    /// listener as a whole.
-    slots: Arc<Semaphore>,
+/// A client connection accepted by a listener's acceptor, on its way to a
+/// worker.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The connection, not registered with any runtime yet.
+    pub stream: std::net::TcpStream,
+    /// The client.
+    pub peer: SocketAddr,
+    /// Held by the connection's task until it ends.
+    pub ticket: Ticket,
+}
+
+/// What an open connection holds: its `server.max_connections` permit and
+/// its place in its worker's count, both given back on drop.
+#[derive(Debug)]
+pub struct Ticket {
+    /// The listener's permit.
+    _slot: OwnedSemaphorePermit,
+    /// The worker's open-connection count, decremented on drop.
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A worker as an acceptor sees it.
+#[derive(Debug, Clone)]
+struct WorkerInbox {
+    /// Where accepted connections go.
+    sender: UnboundedSender<Accepted>,
+    /// Connections open on this worker, over all listeners.
+    open: Arc<AtomicUsize>,
 }
 
 /// Serves `http` (and `https` with its acceptor) on `server.worker_count()`
@@ -45,23 +79,25 @@ pub async fn serve(
     server: ServerSettings,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let shared = |listener: TcpListener, tls| -> std::io::Result<SharedListener> {
-        Ok(SharedListener {
-            socket: listener.into_std()?,
-            tls,
-            slots: Arc::new(Semaphore::new(server.max_connections.max(1))),
-        })
-    };
-    let mut listeners = vec![shared(http, None)?];
+    let mut listeners = vec![(http, None)];
     if let Some((listener, acceptor)) = https {
-        listeners.push(shared(listener, Some(acceptor))?);
+        listeners.push((listener, Some(acceptor)));
     }
     let count = server.worker_count();
+    // Per listener, per worker: the channel into that worker.
+    let mut inboxes: Vec<Vec<WorkerInbox>> = vec![Vec::with_capacity(count); listeners.len()];
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<std::io::Result<()>>(count);
     for index in 0..count {
-        let mut own = Vec::with_capacity(listeners.len());
-        for l in &listeners {
-            own.push((l.socket.try_clone()?, l.tls.clone(), l.slots.clone()));
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut jobs = Vec::with_capacity(listeners.len());
+        for (l, (listener, tls)) in listeners.iter().enumerate() {
+            let (sender, receiver) = unbounded_channel();
+            inboxes[l].push(WorkerInbox {
+                sender,
+                open: open.clone(),
+            });
+            let port = listener.local_addr()?.port();
+            jobs.push((receiver, port, tls.clone()));
         }
         let proxy = if index == 0 {
             proxy.clone()
@@ -74,7 +110,7 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("dynamicproxy-worker-{index}"))
             .spawn(move || {
-                let result = run_worker(own, proxy, server, shutdown.clone());
+                let result = run_worker(jobs, proxy, server, shutdown.clone());
                 if result.is_err() {
                     // One worker down means a proxy serving at reduced
                     // capacity without saying so: stop the whole proxy.
@@ -84,6 +120,11 @@ pub async fn serve(
             })?;
     }
     drop(done_tx);
+    let mut acceptors = tokio::task::JoinSet::new();
+    for ((listener, _), inboxes) in listeners.into_iter().zip(inboxes) {
+        let slots = Arc::new(Semaphore::new(server.max_connections.max(1)));
+        acceptors.spawn(accept(listener, slots, inboxes, shutdown.clone()));
+    }
     let mut first_error = Ok(());
     while let Some(result) = done_rx.recv().await {
         if let Err(e) = result {
@@ -93,15 +134,80 @@ pub async fn serve(
             }
         }
     }
+    while acceptors.join_next().await.is_some() {}
     first_error
 }
 
-/// One worker: a single-threaded runtime serving every listener.
+/// Accepts on `listener` until shutdown, each connection with a permit from
+/// `slots` (past `server.max_connections`, new connections wait in the
+/// kernel's listen backlog), and hands it to the least-loaded worker.
+async fn accept(
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    workers: Vec<WorkerInbox>,
+    shutdown: Shutdown,
+) {
+    let mut next = 0usize;
+    loop {
+        let slot = tokio::select! {
+            _ = shutdown.triggered() => break,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.triggered() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "can't hand over an accepted connection");
+                continue;
+            }
+        };
+        // The fewest open connections; ties rotate, so an idle proxy
+        // spreads its first connections too.
+        let Some(worker) = (0..workers.len())
+            .map(|i| &workers[(next + i) % workers.len()])
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        next = next.wrapping_add(1);
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let accepted = Accepted {
+            stream,
+            peer,
+            ticket: Ticket {
+                _slot: slot,
+                open: worker.open.clone(),
+            },
+        };
+        if worker.sender.send(accepted).is_err() {
+            // The worker has stopped (shutdown): so do we.
+            break;
+        }
+    }
+}
+
+/// One worker: a single-threaded runtime serving what each listener's
+/// acceptor hands it.
 fn run_worker(
-    listeners: Vec<(
-        std::net::TcpListener,
+    jobs: Vec<(
+        tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+        u16,
         Option<tokio_rustls::TlsAcceptor>,
-        Arc<Semaphore>,
     )>,
     proxy: Proxy,
     server: ServerSettings,
@@ -112,18 +218,81 @@ fn run_worker(
         .build()?;
     runtime.block_on(async move {
         let mut serving = tokio::task::JoinSet::new();
-        for (socket, tls, slots) in listeners {
-            let listener = TcpListener::from_std(socket)?;
-            serving.spawn(proxy::serve(
-                listener,
+        for (incoming, port, tls) in jobs {
+            serving.spawn(proxy::serve_connections(
+                incoming,
+                port,
                 proxy.clone(),
                 server.clone(),
                 tls,
-                slots,
                 shutdown.clone(),
             ));
         }
         while serving.join_next().await.is_some() {}
-        Ok(())
-    })
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The next handed-over connection, failing after 5 s.
+    async fn within(next: impl std::future::Future<Output = Option<Accepted>>) -> Accepted {
+        tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("no connection handed over")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_least_loaded_worker() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a_tx, mut a_rx) = unbounded_channel();
+        let (b_tx, mut b_rx) = unbounded_channel();
+        let a_open = Arc::new(AtomicUsize::new(0));
+        // Worker b already has three connections open (on another listener).
+        let b_open = Arc::new(AtomicUsize::new(3));
+        let workers = vec![
+            WorkerInbox {
+                sender: a_tx,
+                open: a_open.clone(),
+            },
+            WorkerInbox {
+                sender: b_tx,
+                open: b_open.clone(),
+            },
+        ];
+        let shutdown = Shutdown::new();
+        let slots = Arc::new(Semaphore::new(100));
+        let acceptor = tokio::spawn(accept(listener, slots.clone(), workers, shutdown.clone()));
+        let mut clients = Vec::new();
+        for _ in 0..7 {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(within(a_rx.recv()).await);
+        }
+        for _ in 0..2 {
+            held.push(within(b_rx.recv()).await);
+        }
+        // 3 + 7 spread to five each; each holds a permit (and the acceptor
+        // one more, taken before waiting for the next connection).
+        assert_eq!(a_open.load(Ordering::Relaxed), 5);
+        assert_eq!(b_open.load(Ordering::Relaxed), 5);
+        assert_eq!(slots.available_permits(), 92);
+        // A connection's end gives both back.
+        held.pop();
+        assert_eq!(
+            a_open.load(Ordering::Relaxed) + b_open.load(Ordering::Relaxed),
+            9
+        );
+        assert_eq!(slots.available_permits(), 93);
+        shutdown.trigger();
+        acceptor.await.unwrap();
+    }
 }
