@@ -22,7 +22,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use forge_core::Shutdown;
 use tokio::net::TcpListener;
@@ -149,24 +148,10 @@ async fn accept(
 ) {
     let mut next = 0usize;
     loop {
-        let slot = tokio::select! {
-            _ = shutdown.triggered() => break,
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.triggered() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((slot, stream, peer)) =
+            forge_core::lifecycle::accept_capped(&listener, &slots, &shutdown).await
+        else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
@@ -241,7 +226,7 @@ mod tests {
 
     /// The next handed-over connection, failing after 5 s.
     async fn within(next: impl std::future::Future<Output = Option<Accepted>>) -> Accepted {
-        tokio::time::timeout(Duration::from_secs(5), next)
+        tokio::time::timeout(std::time::Duration::from_secs(5), next)
             .await
             .expect("no connection handed over")
             .unwrap()

@@ -146,6 +146,38 @@ fn on_stop_signal(shutdown: &Shutdown, name: &str) {
     }
 }
 
+/// The next connection on `listener`, with a permit from `slots` taken
+/// first (so past the cap new connections wait in the kernel's listen
+/// backlog); `None` once `shutdown` is triggered or `slots` is closed.
+/// Accept errors (EMFILE and friends) are logged and retried after 50 ms
+/// instead of spinning.
+pub async fn accept_capped(
+    listener: &tokio::net::TcpListener,
+    slots: &std::sync::Arc<tokio::sync::Semaphore>,
+    shutdown: &Shutdown,
+) -> Option<(
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+)> {
+    let permit = tokio::select! {
+        p = slots.clone().acquire_owned() => p.ok()?,
+        _ = shutdown.triggered() => return None,
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => return Some((permit, stream, peer)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.triggered() => return None,
+        }
+    }
+}
+
 /// Runs `drain` until it finishes or `bound` passes (or a forced stop),
 /// whichever comes first; returns whether it finished.
 pub async fn drain_within<F: std::future::Future<Output = ()>>(

@@ -65,24 +65,10 @@ pub async fn run(listener: TcpListener, ctx: Context, shutdown: Shutdown) -> std
     let slots = Arc::new(Semaphore::new(max));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = shutdown.triggered() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.triggered() => break,
+        let Some((permit, stream, peer)) =
+            forge_core::lifecycle::accept_capped(&listener, &slots, &shutdown).await
+        else {
+            break;
         };
         // Reap finished connection tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
