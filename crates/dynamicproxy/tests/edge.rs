@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use dynamicproxy::{Listeners, Settings};
 use forge_core::{ReloadReason, ReloadSignal, Reloadable, Shutdown, StatusBoard};
 use forge_test_support::RedisServer;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -318,48 +316,6 @@ async fn tls_sni_alpn_reload_redirect_and_hsts() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
-/// A backend that accepts any Upgrade and echoes bytes on the upgraded
-/// connection.
-async fn upgrade_backend() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                    let proto = req.headers().get("upgrade").cloned();
-                    let mut resp = Response::new(Full::new(Bytes::new()));
-                    if let Some(p) = proto {
-                        let on = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let up = on.await.unwrap();
-                            let mut io = TokioIo::new(up);
-                            let mut buf = [0u8; 1024];
-                            loop {
-                                let n = io.read(&mut buf).await.unwrap_or(0);
-                                if n == 0 {
-                                    break;
-                                }
-                                io.write_all(&buf[..n]).await.unwrap();
-                            }
-                        });
-                        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                        resp.headers_mut().insert("upgrade", p);
-                        resp.headers_mut()
-                            .insert("connection", "upgrade".parse().unwrap());
-                    }
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    url
-}
-
 #[tokio::test]
 async fn websocket_upgrades_pass_through_and_bodies_are_capped() {
     let redis = RedisServer::start().await.unwrap();
@@ -428,27 +384,16 @@ async fn websocket_upgrades_pass_through_and_bodies_are_capped() {
 /// A backend redirecting every request to `location` and sending its own
 /// `Permissions-Policy`.
 async fn redirect_backend(location: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
-                    let mut r = Response::new(Full::new(Bytes::new()));
-                    *r.status_mut() = StatusCode::FOUND;
-                    r.headers_mut()
-                        .insert("location", location.parse().unwrap());
-                    r.headers_mut()
-                        .insert("permissions-policy", "camera=*".parse().unwrap());
-                    Ok::<_, Infallible>(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    url
+    serve_backend(move |_req| async move {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::FOUND;
+        r.headers_mut()
+            .insert("location", location.parse().unwrap());
+        r.headers_mut()
+            .insert("permissions-policy", "camera=*".parse().unwrap());
+        r
+    })
+    .await
 }
 
 #[tokio::test]

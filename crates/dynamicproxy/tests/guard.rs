@@ -8,17 +8,13 @@
 
 mod common;
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use common::*;
 use dynamicproxy::{Config, Listeners};
 use forge_core::{ReloadReason, ReloadSignal, Reloadable, Shutdown, StatusBoard};
 use forge_test_support::RedisServer;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Response, StatusCode};
 use tokio::net::TcpListener;
 
 const UA: &str = "User-Agent: forge-test/1\r\n";
@@ -230,23 +226,12 @@ async fn maintenance_is_switched_by_a_reload_and_health_stays_up() {
 
 /// A backend answering every request with `status` and a short body.
 async fn status_backend(status: u16) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
-                    let mut r = Response::new(Full::new(Bytes::from_static(b"backend says")));
-                    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                    Ok::<_, Infallible>(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    url
+    serve_backend(move |_req| async move {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"backend says")));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r
+    })
+    .await
 }
 
 #[tokio::test]

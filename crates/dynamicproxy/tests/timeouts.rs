@@ -8,18 +8,12 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
 use forge_test_support::RedisServer;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Reads until the peer closes; panics if it doesn't within 15 s.
 async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
@@ -58,44 +52,6 @@ async fn a_client_stalling_in_its_headers_is_cut_off() {
     // A client that completes its headers in time is served.
     let r = request(p.http, "a.toolforge.org", "/", "").await;
     assert_eq!(r.status, 200);
-}
-
-/// A backend that accepts any Upgrade and echoes bytes on it.
-async fn upgrade_backend() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                    let proto = req.headers().get("upgrade").cloned().unwrap();
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        let mut io = TokioIo::new(on.await.unwrap());
-                        let mut buf = [0u8; 1024];
-                        loop {
-                            let n = io.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            io.write_all(&buf[..n]).await.unwrap();
-                        }
-                    });
-                    let mut resp = Response::new(Full::new(Bytes::new()));
-                    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                    resp.headers_mut().insert("upgrade", proto);
-                    resp.headers_mut()
-                        .insert("connection", "upgrade".parse().unwrap());
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    url
 }
 
 #[tokio::test]

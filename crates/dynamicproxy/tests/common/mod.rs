@@ -307,3 +307,58 @@ pub async fn admin_json(p: &ProxyUnderTest, path: &str) -> (StatusCode, serde_js
     let r = get(p.admin, "localhost", path).await;
     (r.status, r.json())
 }
+
+/// Serves `handler` over HTTP/1.1 (upgrades allowed) on a fresh loopback
+/// port for the rest of the test; returns the backend's URL.
+pub async fn serve_backend<F, Fut>(handler: F) -> String
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let answer = handler(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// A backend that accepts any Upgrade and echoes bytes on the upgraded
+/// connection (a request without one gets an empty 200); returns its URL.
+pub async fn upgrade_backend() -> String {
+    serve_backend(|mut req: Request<Incoming>| async move {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        if let Some(p) = req.headers().get("upgrade").cloned() {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(on.await.unwrap());
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = io.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    io.write_all(&buf[..n]).await.unwrap();
+                }
+            });
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut().insert("upgrade", p);
+            resp.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+        }
+        resp
+    })
+    .await
+}

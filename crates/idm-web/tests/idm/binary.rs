@@ -13,7 +13,9 @@ fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     p
 }
 
-fn run(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+/// Runs the idm-web binary with `--config config` and `args`: exit code,
+/// stdout, stderr.
+pub(crate) fn run(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .arg("--config")
         .arg(config)

@@ -28,5 +28,6 @@ mod injection;
 mod manage;
 mod passwords;
 mod ssh_keys;
+mod timer_lease;
 mod timers;
 mod validation;

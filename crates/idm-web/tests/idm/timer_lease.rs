@@ -2,29 +2,10 @@
 //! several hosts, one run per period happens (a Redis lease), and a failed run
 //! lets the next one (on any host) try again.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::process::Command;
-
 use forge_test_support::{RedisServer, Slapd, SqliteDb};
 use fred::prelude::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_idm-web");
-
-fn run(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::binary::run;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_run_once_per_period_across_hosts() {
