@@ -25,22 +25,7 @@ IDLE=${4:-3000}
 ROUTES=10000
 HOST=tool4242.toolforge.org
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=${DYNAMICPROXY_BIN:-$root/target/release/dynamicproxy}
-[ -x "$bin" ] || { echo "build first: cargo build --release -p dynamicproxy" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)"
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. "$here/lib.sh"
 
 # --- a throw-away CA and a *.toolforge.org certificate (ECDSA P-256), shared by both proxies
 tls=$work/tls
@@ -57,29 +42,7 @@ cat "$work/leaf.crt" "$work/ca.crt" >"$tls/toolforge.org.crt"
 REDIS=$(free_port); ROUTED=$(free_port); DEFAULT=$(free_port)
 STATIC=$(free_port); DP=$(free_port); DPS=$(free_port); DP_ADMIN=$(free_port)
 
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-wait_port "$REDIS"
-
-nginx_start() { # name conf-body
-    mkdir -p "$work/$1"
-    cat >"$work/$1/nginx.conf" <<CONF
-worker_processes 2;
-error_log $work/$1/error.log warn;
-pid $work/$1/nginx.pid;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    client_body_temp_path $work/$1/body; proxy_temp_path $work/$1/proxy;
-    fastcgi_temp_path $work/$1/fcgi; uwsgi_temp_path $work/$1/uwsgi; scgi_temp_path $work/$1/scgi;
-    keepalive_requests 1000000;
-$2
-}
-CONF
-    nginx -p "$work/$1" -c "$work/$1/nginx.conf" -g 'daemon off;' >"$work/$1/out.log" 2>&1 &
-    pids+=($!)
-    eval "${1}_pid=$!"
-}
+redis_start "$REDIS"
 
 nginx_start backend "
     server { listen 127.0.0.1:$ROUTED; location / { default_type text/plain; return 200 'routed\n'; } }
@@ -131,8 +94,6 @@ dp_pid=$!
 pids+=($dp_pid)
 wait_port "$DPS"
 sleep 1
-
-children() { echo "$1,$(pgrep -d, -P "$1")"; }
 
 declare -A port=([static]=$STATIC [dp]=$DPS)
 # sanity: both answer over TLS 1.3 with the routed backend, verifying the certificate

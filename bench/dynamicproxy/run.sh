@@ -13,50 +13,12 @@ REPS=${2:-3}
 CONNS=${3:-64}
 ROUTES=10000
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-bin=${DYNAMICPROXY_BIN:-$root/target/release/dynamicproxy}
-[ -x "$bin" ] || { echo "build first: cargo build --release -p dynamicproxy" >&2; exit 1; }
-ulimit -n "$(ulimit -Hn)"
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. "$here/lib.sh"
 
 REDIS=$(free_port); ROUTED=$(free_port); DEFAULT=$(free_port)
 LUA=$(free_port); STATIC=$(free_port); DP=$(free_port); DP_ADMIN=$(free_port)
 
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-wait_port "$REDIS"
-
-nginx_start() { # name conf-body
-    mkdir -p "$work/$1"
-    cat >"$work/$1/nginx.conf" <<CONF
-$3
-worker_processes 2;
-error_log $work/$1/error.log warn;
-pid $work/$1/nginx.pid;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    client_body_temp_path $work/$1/body; proxy_temp_path $work/$1/proxy;
-    fastcgi_temp_path $work/$1/fcgi; uwsgi_temp_path $work/$1/uwsgi; scgi_temp_path $work/$1/scgi;
-    keepalive_requests 1000000;
-$2
-}
-CONF
-    nginx -p "$work/$1" -c "$work/$1/nginx.conf" -g 'daemon off;' >"$work/$1/out.log" 2>&1 &
-    pids+=($!)
-    eval "${1}_pid=$!"
-}
+redis_start "$REDIS"
 
 nginx_start backend "
     server { listen 127.0.0.1:$ROUTED; location / { default_type text/plain; return 200 'routed\n'; } }
@@ -119,8 +81,6 @@ pids+=($dp_pid)
 wait_port "$DP"
 sleep 1
 dp_rss_loaded=$(python3 "$here/tools.py" rss "$dp_pid")
-
-children() { echo "$1,$(pgrep -d, -P "$1")"; }
 
 # wrk → "rps p50_ms p99_ms"
 run_wrk() {
