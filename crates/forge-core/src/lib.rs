@@ -37,7 +37,9 @@ pub use admin::{CheckState, StatusBoard};
 pub use config::{ConfigError, ConfigSource, Loaded};
 pub use lifecycle::{ReloadReason, ReloadSignal, Shutdown};
 pub use reload::Reloadable;
-pub use schema::{BackendUrl, RedisKey, RoutePattern, SchemaError, ToolName};
+pub use schema::{
+    BackendUrl, PatternBudget, RedisKey, RoutePattern, SchemaError, ToolName, escape_controls,
+};
 
 /// forge's version, reported by every daemon.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -30,9 +30,31 @@ pub const MAX_PATTERN_LEN: usize = 256;
 /// Longest backend URL we accept (bytes).
 pub const MAX_URL_LEN: usize = 512;
 
-/// Size limit for a compiled route pattern, so a registration can't hand the
-/// proxy a pattern that costs megabytes of automaton.
-const MAX_PATTERN_COMPILED_BYTES: usize = 256 * 1024;
+/// Ceiling of [`PatternBudget::max_compiled_bytes`]: no configuration can
+/// let one pattern cost more automaton than this.
+pub const MAX_PATTERN_COMPILED_BYTES: usize = 256 * 1024;
+
+/// Floor of [`PatternBudget::max_compiled_bytes`]: below it even `.*` or a
+/// short literal prefix would not compile.
+pub const MIN_PATTERN_COMPILED_BYTES: usize = 1024;
+
+/// Default compiled-size budget of one route pattern, bytes. Today's clients
+/// register `.*` only; prefixes like `^/api/v[0-9]+/` and alternations of a
+/// few words need a few KiB, while `[ab]{3500}[^ab]` (a linear-time pattern
+/// that still costs the proxy seconds of CPU per long path) needs ~150 KiB.
+pub const DEFAULT_PATTERN_COMPILED_BYTES: usize = 16 * 1024;
+
+/// Ceiling of [`PatternBudget::max_patterns_per_tool`].
+pub const MAX_PATTERNS_PER_TOOL: usize = 1024;
+
+/// Default number of route patterns one tool may have registered at once
+/// (today's clients register one, `.*`).
+pub const DEFAULT_PATTERNS_PER_TOOL: usize = 8;
+
+/// Lazy-DFA cache limit of a compiled pattern (grows only as matching needs
+/// it; when a pattern would need more, the matcher falls back to a slower
+/// engine that is still linear in the input).
+const PATTERN_DFA_CACHE_BYTES: usize = 256 * 1024;
 
 /// Why a key or a value of the schema was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +80,28 @@ pub enum SchemaError {
     /// The route pattern is not a valid (linear-time) regular expression.
     #[error("route pattern is not a valid regular expression: {0}")]
     PatternInvalid(String),
+    /// The route pattern contains a control character (CR, LF, ESC, …).
+    #[error(
+        "route pattern contains the control character {}; write it as a regex escape (\\x{:02x}) if it is meant",
+        escape_char(*.0),
+        u32::from(*.0)
+    )]
+    PatternControlChar(char),
+    /// The compiled pattern is larger than the compiled-size budget.
+    #[error(
+        "route pattern compiles to more than the budget of {0} bytes; use a simpler pattern (a literal prefix like ^/api/, ASCII classes like [a-z0-9] instead of Unicode ones like \\w, fewer repetitions)"
+    )]
+    PatternOverBudget(usize),
+    /// The tool would have more patterns than the patterns-per-tool budget.
+    #[error(
+        "the tool already has {have} route patterns; at most {max} are allowed (unregister one first)"
+    )]
+    TooManyPatterns {
+        /// Patterns the tool has now.
+        have: usize,
+        /// The budget.
+        max: usize,
+    },
     /// The backend URL could not be parsed.
     #[error("backend URL {url:?} is invalid: {reason}")]
     UrlInvalid {
@@ -181,19 +225,33 @@ pub struct RoutePattern {
 }
 
 impl RoutePattern {
-    /// Validates and compiles a pattern.
+    /// Validates and compiles a pattern under the default [`PatternBudget`].
     pub fn parse(raw: &str) -> Result<Self, SchemaError> {
+        Self::parse_within(raw, &PatternBudget::default())
+    }
+
+    /// Validates and compiles a pattern under `budget`'s compiled-size limit
+    /// (the patterns-per-tool budget is the caller's, see
+    /// [`PatternBudget::check_count`]).
+    pub fn parse_within(raw: &str, budget: &PatternBudget) -> Result<Self, SchemaError> {
         if raw.is_empty() {
             return Err(SchemaError::EmptyPattern);
         }
         if raw.len() > MAX_PATTERN_LEN {
             return Err(SchemaError::PatternTooLong(raw.len()));
         }
+        if let Some(c) = raw.chars().find(|c| c.is_control()) {
+            return Err(SchemaError::PatternControlChar(c));
+        }
+        let limit = budget.max_compiled_bytes();
         let regex = regex::RegexBuilder::new(raw)
-            .size_limit(MAX_PATTERN_COMPILED_BYTES)
-            .dfa_size_limit(MAX_PATTERN_COMPILED_BYTES)
+            .size_limit(limit)
+            .dfa_size_limit(PATTERN_DFA_CACHE_BYTES)
             .build()
-            .map_err(|e| SchemaError::PatternInvalid(one_line(&e.to_string())))?;
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => SchemaError::PatternOverBudget(limit),
+                e => SchemaError::PatternInvalid(one_line(&e.to_string())),
+            })?;
         Ok(RoutePattern {
             source: raw.to_owned(),
             regex,
@@ -241,6 +299,139 @@ impl FromStr for RoutePattern {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         RoutePattern::parse(s)
     }
+}
+
+/// What one tool's route patterns may cost: a compiled-size budget per
+/// pattern and a number of patterns per tool.
+///
+/// proxylistener refuses registrations over either budget; dynamicproxy
+/// ignores (and counts) entries over them that reached Redis by other means.
+/// Both daemons take it from their configuration (`[route_budget]`), so
+/// operators set the same values for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PatternBudget {
+    /// Largest compiled size of one pattern, bytes
+    /// ([`MIN_PATTERN_COMPILED_BYTES`]..=[`MAX_PATTERN_COMPILED_BYTES`]).
+    pub max_compiled_bytes: CompiledBytes,
+    /// Most patterns one tool may have (1..=[`MAX_PATTERNS_PER_TOOL`]).
+    pub max_patterns_per_tool: PatternsPerTool,
+}
+
+impl Default for PatternBudget {
+    fn default() -> Self {
+        PatternBudget {
+            max_compiled_bytes: CompiledBytes(DEFAULT_PATTERN_COMPILED_BYTES),
+            max_patterns_per_tool: PatternsPerTool(DEFAULT_PATTERNS_PER_TOOL),
+        }
+    }
+}
+
+impl PatternBudget {
+    /// A budget from plain numbers, validated like the configuration.
+    pub fn new(max_compiled_bytes: usize, max_patterns_per_tool: usize) -> Result<Self, String> {
+        Ok(PatternBudget {
+            max_compiled_bytes: CompiledBytes::try_from(max_compiled_bytes)?,
+            max_patterns_per_tool: PatternsPerTool::try_from(max_patterns_per_tool)?,
+        })
+    }
+
+    /// The compiled-size budget of one pattern, bytes.
+    pub fn max_compiled_bytes(&self) -> usize {
+        self.max_compiled_bytes.0
+    }
+
+    /// The patterns-per-tool budget.
+    pub fn max_patterns_per_tool(&self) -> usize {
+        self.max_patterns_per_tool.0
+    }
+
+    /// Whether a tool may have `count` patterns.
+    pub fn check_count(&self, count: usize) -> Result<(), SchemaError> {
+        let max = self.max_patterns_per_tool();
+        if count > max {
+            return Err(SchemaError::TooManyPatterns {
+                have: count.saturating_sub(1),
+                max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A compiled-size budget in bytes, within
+/// [`MIN_PATTERN_COMPILED_BYTES`]..=[`MAX_PATTERN_COMPILED_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "usize", into = "usize")]
+pub struct CompiledBytes(usize);
+
+impl TryFrom<usize> for CompiledBytes {
+    type Error = String;
+    fn try_from(n: usize) -> Result<Self, String> {
+        if (MIN_PATTERN_COMPILED_BYTES..=MAX_PATTERN_COMPILED_BYTES).contains(&n) {
+            Ok(CompiledBytes(n))
+        } else {
+            Err(format!(
+                "{n} is outside {MIN_PATTERN_COMPILED_BYTES}..={MAX_PATTERN_COMPILED_BYTES} bytes"
+            ))
+        }
+    }
+}
+
+impl From<CompiledBytes> for usize {
+    fn from(b: CompiledBytes) -> usize {
+        b.0
+    }
+}
+
+/// A patterns-per-tool budget, within 1..=[`MAX_PATTERNS_PER_TOOL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "usize", into = "usize")]
+pub struct PatternsPerTool(usize);
+
+impl TryFrom<usize> for PatternsPerTool {
+    type Error = String;
+    fn try_from(n: usize) -> Result<Self, String> {
+        if (1..=MAX_PATTERNS_PER_TOOL).contains(&n) {
+            Ok(PatternsPerTool(n))
+        } else {
+            Err(format!("{n} is outside 1..={MAX_PATTERNS_PER_TOOL}"))
+        }
+    }
+}
+
+impl From<PatternsPerTool> for usize {
+    fn from(n: PatternsPerTool) -> usize {
+        n.0
+    }
+}
+
+/// A character as it may be shown in a log line or a reply: printable ones
+/// as themselves, control characters as `U+001B`-style code points.
+fn escape_char(c: char) -> String {
+    if c.is_control() {
+        format!("U+{:04X}", u32::from(c))
+    } else {
+        c.to_string()
+    }
+}
+
+/// Text with every control character (CR, LF, ESC, DEL, C1…) escaped as
+/// `\n`, `\r`, `\t` or `\u{1b}`, for putting text a client sent into a log
+/// line: it can't start a new line or move the terminal's cursor.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A backend base URL: `http(s)://<host>:<port>` with no user info, query or
@@ -554,6 +745,62 @@ mod tests {
         assert!(RoutePattern::parse("(?=a)").is_err());
         // A huge repetition blows the compiled-size cap.
         assert!(RoutePattern::parse("(\\w{1000}){1000}").is_err());
+        // Control characters are refused (log forging), escapes are fine.
+        assert_eq!(
+            RoutePattern::parse(".*\u{1b}[2J").unwrap_err(),
+            SchemaError::PatternControlChar('\u{1b}')
+        );
+        assert!(RoutePattern::parse("^/a\r\n").is_err());
+        assert!(RoutePattern::parse("^/a\\x1b").is_ok());
+    }
+
+    #[test]
+    fn pattern_budgets() {
+        // A linear-time pattern that costs the proxy seconds per long path
+        // is over the default budget, but fits a raised one.
+        let costly = "[ab]{3500}[^ab]";
+        assert_eq!(
+            RoutePattern::parse(costly).unwrap_err(),
+            SchemaError::PatternOverBudget(DEFAULT_PATTERN_COMPILED_BYTES)
+        );
+        let roomy = PatternBudget::new(MAX_PATTERN_COMPILED_BYTES, 8).unwrap();
+        assert!(RoutePattern::parse_within(costly, &roomy).is_ok());
+        // What tools register today and a few realistic patterns fit.
+        for p in [
+            ".*",
+            "^/",
+            "^/api/v[0-9]+/",
+            "^/(foo|bar|baz)/.*\\.php$",
+            "(?i)^/static/",
+        ] {
+            assert!(RoutePattern::parse(p).is_ok(), "{p}");
+        }
+        let budget = PatternBudget::default();
+        assert!(budget.check_count(DEFAULT_PATTERNS_PER_TOOL).is_ok());
+        assert_eq!(
+            budget.check_count(DEFAULT_PATTERNS_PER_TOOL + 1),
+            Err(SchemaError::TooManyPatterns {
+                have: DEFAULT_PATTERNS_PER_TOOL,
+                max: DEFAULT_PATTERNS_PER_TOOL
+            })
+        );
+        assert!(PatternBudget::new(10, 8).is_err());
+        assert!(PatternBudget::new(4096, 0).is_err());
+        assert!(PatternBudget::new(4096, MAX_PATTERNS_PER_TOOL + 1).is_err());
+        let parsed: PatternBudget =
+            toml::from_str("max_compiled_bytes = 4096\nmax_patterns_per_tool = 2").unwrap();
+        assert_eq!(parsed, PatternBudget::new(4096, 2).unwrap());
+        assert!(toml::from_str::<PatternBudget>("max_compiled_bytes = 1").is_err());
+        assert!(toml::from_str::<PatternBudget>("surprise = 1").is_err());
+    }
+
+    #[test]
+    fn controls_are_escaped() {
+        assert_eq!(escape_controls("plain /path"), "plain /path");
+        assert_eq!(
+            escape_controls("a\r\nb\u{1b}[2J\u{7f}"),
+            "a\\r\\nb\\u{1b}[2J\\u{7f}"
+        );
     }
 
     #[test]
