@@ -14,10 +14,24 @@
 //! with `noSuchAttribute` and it re-reads and tries again. The entry is
 //! created on first use with max(`first_uid_number`, highest existing + 1).
 //! A number already used by some entry (created outside idm-web) is skipped.
+//!
+//! ## A block holds
+//!
+//! Account managers block an account with the password-policy lock
+//! (`pwdAccountLockedTime`). slapd's ppolicy overlay removes that lock
+//! whenever the password changes, so every write the service account makes
+//! on a user's behalf (password reset, e-mail address, SSH keys) carries the
+//! LDAP assertion control (RFC 4528, critical) with the filter
+//! [`UNLOCKED`]: the directory applies the modify only if the entry is still
+//! unlocked when it does, in the same operation — no check-then-write race.
+//! A refused assertion is [`DirectoryError::Locked`]. Only
+//! [`Directory::set_locked`] (the managers' audited block and unblock)
+//! writes without it.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use ldap3::controls::{Assertion, MakeCritical};
 use ldap3::{
     Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, ldap_escape,
 };
@@ -32,7 +46,12 @@ mod rc {
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const INVALID_CREDENTIALS: u32 = 49;
     pub const ALREADY_EXISTS: u32 = 68;
+    pub const ASSERTION_FAILED: u32 = 122;
 }
+
+/// The assertion every service write on a user's behalf carries: the entry
+/// is not locked by the password policy.
+pub const UNLOCKED: &str = "(!(pwdAccountLockedTime=*))";
 
 /// Why a directory operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +69,9 @@ pub enum DirectoryError {
         /// The server's text.
         text: String,
     },
+    /// The account is blocked (locked by the password policy); nothing was written.
+    #[error("the account is blocked")]
+    Locked,
     /// `uidNumber` allocation kept losing races.
     #[error("could not allocate a uidNumber after {0} attempts")]
     Contention(usize),
@@ -127,6 +149,8 @@ pub struct AccountRecord {
     pub mail: String,
     /// The current `userPassword` value (binds reset tokens to it).
     pub user_password: String,
+    /// Whether the account is blocked (`pwdAccountLockedTime` set).
+    pub locked: bool,
 }
 
 /// The account directory.
@@ -551,7 +575,7 @@ impl Directory {
                 &self.settings.people_base,
                 Scope::Subtree,
                 &filter,
-                vec!["uid", "cn", "mail", "userPassword"],
+                vec!["uid", "cn", "mail", "userPassword", "pwdAccountLockedTime"],
             )
             .await?;
         let [entry] = found.as_slice() else {
@@ -571,6 +595,7 @@ impl Directory {
             cn: first(entry, "cn").unwrap_or_default(),
             mail: first(entry, "mail").unwrap_or_default(),
             user_password: password.unwrap_or_default(),
+            locked: first(entry, "pwdAccountLockedTime").is_some(),
         }))
     }
 
@@ -591,10 +616,36 @@ impl Directory {
         }
     }
 
-    /// Replaces the password of `dn` (service account): forgotten-password reset.
+    /// Applies `mods` to `dn` as the service account only if the entry is
+    /// not locked, checked by the directory in the same operation (the
+    /// assertion control, see the module docs): [`DirectoryError::Locked`]
+    /// when it is.
+    async fn service_modify_unlocked(
+        &self,
+        dn: &str,
+        mods: Vec<Mod<String>>,
+    ) -> Result<ldap3::LdapResult, DirectoryError> {
+        let mut ldap = self.service().await?;
+        match ldap
+            .with_timeout(self.timeout())
+            .with_controls(Assertion { filter: UNLOCKED }.critical())
+            .modify(dn, mods)
+            .await
+        {
+            Ok(r) if r.rc == rc::ASSERTION_FAILED => Err(DirectoryError::Locked),
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.reset().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Replaces the password of `dn` (service account): forgotten-password
+    /// reset. Refused ([`DirectoryError::Locked`]) for a blocked account.
     pub async fn set_password(&self, dn: &str, hash: &str) -> Result<(), DirectoryError> {
         let mods = vec![Mod::Replace("userPassword".to_owned(), set(&[hash]))];
-        let r = self.service_modify(dn, mods).await?;
+        let r = self.service_modify_unlocked(dn, mods).await?;
         check("modify userPassword", r)
     }
 
@@ -621,8 +672,15 @@ impl Directory {
         }
         check("bind", r)?;
         let mods = vec![Mod::Replace("userPassword".to_owned(), set(&[hash]))];
-        let r = ldap.with_timeout(self.timeout()).modify(dn, mods).await?;
+        let r = ldap
+            .with_timeout(self.timeout())
+            .with_controls(Assertion { filter: UNLOCKED }.critical())
+            .modify(dn, mods)
+            .await?;
         let _ = ldap.unbind().await;
+        if r.rc == rc::ASSERTION_FAILED {
+            return Err(DirectoryError::Locked);
+        }
         check("modify own userPassword", r)?;
         Ok(true)
     }
@@ -689,7 +747,7 @@ impl Directory {
         } else {
             Mod::Delete("sshPublicKey".to_owned(), set(&[key]))
         };
-        let r = self.service_modify(dn, vec![m]).await?;
+        let r = self.service_modify_unlocked(dn, vec![m]).await?;
         match r.rc {
             rc::SUCCESS => Ok(true),
             ATTRIBUTE_OR_VALUE_EXISTS | rc::NO_SUCH_ATTRIBUTE => Ok(false),
@@ -697,15 +755,17 @@ impl Directory {
         }
     }
 
-    /// Replaces the `mail` of `dn` (service account).
+    /// Replaces the `mail` of `dn` (service account); refused for a blocked account.
     pub async fn set_mail(&self, dn: &str, mail: &str) -> Result<(), DirectoryError> {
         let mods = vec![Mod::Replace("mail".to_owned(), set(&[mail]))];
-        let r = self.service_modify(dn, mods).await?;
+        let r = self.service_modify_unlocked(dn, mods).await?;
         check("modify mail", r)
     }
 
     /// Locks (`true`) or unlocks the account at `dn` through the password
     /// policy: `pwdAccountLockedTime: 000001010000Z` is a lock no time lifts.
+    /// The only service write that may clear a lock: callers are the
+    /// managers' audited block and unblock.
     pub async fn set_locked(&self, dn: &str, locked: bool) -> Result<(), DirectoryError> {
         let m = if locked {
             Mod::Replace("pwdAccountLockedTime".to_owned(), set(&["000001010000Z"]))

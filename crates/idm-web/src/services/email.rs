@@ -10,6 +10,7 @@ use super::account::{JobFailure, JobRefusal};
 use super::signup::valid_email;
 use super::{Core, ServiceError};
 use crate::db::now;
+use crate::directory::DirectoryError;
 use crate::tokens::{TokenError, TokenSigner};
 
 impl Core {
@@ -86,7 +87,7 @@ impl Core {
             .directory
             .find_account(&uid)
             .await?
-            .filter(|a| a.uid == uid)
+            .filter(|a| a.uid == uid && !a.locked)
         else {
             return Ok(Err(TokenError::Invalid));
         };
@@ -105,7 +106,11 @@ impl Core {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        self.directory.set_mail(&dn, &new).await?;
+        match self.directory.set_mail(&dn, &new).await {
+            Ok(()) => {}
+            Err(DirectoryError::Locked) => return Ok(Err(TokenError::Invalid)),
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(uid = %uid, "e-mail address changed");
         Ok(Ok((uid, new)))
     }

@@ -5,6 +5,11 @@
 //! refuses every bind — here and in every other service using it.
 //! Each action is recorded (who, what, whom, why, when) in `audit_log`;
 //! a reason is required, and nobody blocks themselves.
+//!
+//! A block also ends the account's sessions at once; its API tokens refuse
+//! while it is blocked (checked at every call), and the directory refuses
+//! every service write on its behalf (see `directory`'s assertion control),
+//! so nothing but a manager's unblock lifts it.
 
 use super::{Core, ServiceError};
 use crate::store::audit::AuditEntry;
@@ -79,6 +84,14 @@ impl Core {
         self.directory.set_locked(&a.dn, block).await?;
         let action = if block { "block" } else { "unblock" };
         self.audit.record(actor, action, target, reason).await?;
+        if block {
+            let ended = self.end_sessions(&a.uid, None).await?;
+            tracing::info!(
+                target,
+                sessions = ended,
+                "sessions of the blocked account ended"
+            );
+        }
         metrics::counter!("forge_idm_account_blocks_total", "action" => action).increment(1);
         tracing::info!(actor, target, action, reason, "account {action}ed");
         Ok(Ok(()))

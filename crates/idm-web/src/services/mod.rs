@@ -162,6 +162,18 @@ impl Core {
         )
     }
 
+    /// Ends every session logged in as `uid`, except `keep` (the session
+    /// making a change); returns how many ended.
+    pub async fn end_sessions(
+        &self,
+        uid: &str,
+        keep: Option<tower_sessions::session::Id>,
+    ) -> Result<u64, ServiceError> {
+        Ok(crate::store::SqlSessionStore::new(self.db.clone())
+            .delete_for_account(uid, keep)
+            .await?)
+    }
+
     /// The job queues, or an error for callers built without them.
     pub fn queues(&self) -> Result<&JobQueues, ServiceError> {
         self.queues

@@ -9,6 +9,12 @@
 //!   up (by `uid`, `cn` or `mail`) and, if exactly one matches, mails a link
 //!   whose token is bound to the current password hash (see `tokens`), valid
 //!   `tokens.reset_hours`. Setting a new password through it kills the link.
+//! * **Blocked accounts** (locked by a manager) get neither: no reset mail
+//!   (the page's answer stays the neutral one), a link mailed before the
+//!   block stops working, and the password write itself is conditional on
+//!   the account being unlocked (`directory`'s assertion control), so a
+//!   reset racing a block can't lift it.
+//! * A changed password ends the account's other sessions (a reset: all).
 //! * **Forgotten username**: the same neutral pattern; the job
 //!   `idm.send_username_reminder` mails the names of every account with that
 //!   address, to that address only.
@@ -17,13 +23,15 @@ use super::account::{JobFailure, JobRefusal};
 use super::signup::FieldErrors;
 use super::{Core, ServiceError};
 use crate::db::now;
-use crate::directory::AccountRecord;
+use crate::directory::{AccountRecord, DirectoryError};
 use crate::passwords::hash_for_directory;
 use crate::tokens::{TokenError, TokenSigner};
 
 /// The user whose password changes.
 #[derive(Debug, Clone)]
 pub struct PasswordOwner<'a> {
+    /// The session making the change (kept when the others end).
+    pub session: Option<tower_sessions::session::Id>,
     /// DN.
     pub dn: &'a str,
     /// Shell name.
@@ -88,11 +96,20 @@ impl Core {
         }
         let hash = hash_for_directory(new, self.config.ldap.password_scheme)
             .map_err(|e| ServiceError::Other(e.to_string()))?;
-        if !self
+        let changed = match self
             .directory
             .change_own_password(who.dn, current, &hash)
-            .await?
+            .await
         {
+            Ok(changed) => changed,
+            Err(DirectoryError::Locked) => {
+                let mut errors = FieldErrors::new();
+                errors.insert("form", vec!["This account is blocked.".into()]);
+                return Ok(Err(errors));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !changed {
             let mut errors = FieldErrors::new();
             errors.insert(
                 "current_password",
@@ -101,7 +118,12 @@ impl Core {
             return Ok(Err(errors));
         }
         metrics::counter!("forge_idm_password_changes_total", "how" => "change").increment(1);
-        tracing::info!(uid = who.uid, "password changed");
+        let ended = self.end_sessions(who.uid, who.session).await?;
+        tracing::info!(
+            uid = who.uid,
+            other_sessions_ended = ended,
+            "password changed"
+        );
         Ok(Ok(()))
     }
 
@@ -126,6 +148,10 @@ impl Core {
             tracing::info!("password reset asked for an unknown account; nothing sent");
             return Ok(false);
         };
+        if account.locked {
+            tracing::info!(uid = %account.uid, "password reset asked for a blocked account; nothing sent");
+            return Ok(false);
+        }
         if account.mail.is_empty() {
             return Err(JobRefusal::WrongState {
                 id: 0,
@@ -172,7 +198,7 @@ impl Core {
         let Some(account) = self.directory.find_account(&uid).await? else {
             return Ok(Err(TokenError::Invalid));
         };
-        if account.uid != uid {
+        if account.uid != uid || account.locked {
             return Ok(Err(TokenError::Invalid));
         }
         Ok(self
@@ -199,9 +225,15 @@ impl Core {
         }
         let hash = hash_for_directory(new, self.config.ldap.password_scheme)
             .map_err(|e| ServiceError::Other(e.to_string()))?;
-        self.directory.set_password(&account.dn, &hash).await?;
+        match self.directory.set_password(&account.dn, &hash).await {
+            Ok(()) => {}
+            // Blocked since the token was checked: the directory refused the write.
+            Err(DirectoryError::Locked) => return Ok(ResetOutcome::Token(TokenError::Invalid)),
+            Err(e) => return Err(e.into()),
+        }
         metrics::counter!("forge_idm_password_changes_total", "how" => "reset").increment(1);
-        tracing::info!(uid = %account.uid, "password reset");
+        let ended = self.end_sessions(&account.uid, None).await?;
+        tracing::info!(uid = %account.uid, sessions_ended = ended, "password reset");
         Ok(ResetOutcome::Done)
     }
 

@@ -7,6 +7,10 @@
 //! JSON in the `sessions` table; expired rows are never returned and are
 //! deleted by [`SqlSessionStore::delete_expired`] (run periodically by the
 //! server). Sessions therefore survive restarts of idm-web.
+//!
+//! Each row also records the account it is logged in as (`uid`, taken from
+//! the record's `user` entry), so a block or a password change ends that
+//! account's sessions at once ([`SqlSessionStore::delete_for_account`]).
 
 use async_trait::async_trait;
 use tower_sessions::session::{Id, Record};
@@ -25,6 +29,19 @@ fn backend(e: impl std::fmt::Display) -> session_store::Error {
     session_store::Error::Backend(e.to_string())
 }
 
+/// The session entry holding the logged-in user (`{"uid": …, …}`).
+pub const SESSION_USER_KEY: &str = "user";
+
+/// The shell name of the account `record` is logged in as, if any.
+fn session_account(record: &Record) -> Option<String> {
+    record
+        .data
+        .get(SESSION_USER_KEY)
+        .and_then(|u| u.get("uid"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
 impl SqlSessionStore {
     /// The store on `db`.
     pub fn new(db: Db) -> Self {
@@ -39,11 +56,26 @@ impl SqlSessionStore {
         )
     }
 
+    /// Deletes every session logged in as `uid`, except `keep` (the
+    /// session making the change); returns how many.
+    pub async fn delete_for_account(
+        &self,
+        uid: &str,
+        keep: Option<Id>,
+    ) -> Result<u64, sqlx::Error> {
+        let keep = keep.map(|id| id.to_string()).unwrap_or_default();
+        Ok(
+            with_pool!(&self.db, p => sqlx::query("DELETE FROM sessions WHERE uid = ? AND id <> ?")
+            .bind(uid).bind(&keep).execute(p).await?.rows_affected()),
+        )
+    }
+
     async fn insert(&self, record: &Record) -> Result<bool, session_store::Error> {
         let data = serde_json::to_vec(&record.data)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let r = with_pool!(&self.db, p => sqlx::query("INSERT INTO sessions (id, data, expiry_date) VALUES (?, ?, ?)")
+        let r = with_pool!(&self.db, p => sqlx::query("INSERT INTO sessions (id, data, expiry_date, uid) VALUES (?, ?, ?, ?)")
             .bind(record.id.to_string()).bind(data).bind(record.expiry_date.unix_timestamp())
+            .bind(session_account(record))
             .execute(p).await.map(|_| ()));
         match r {
             Ok(()) => Ok(true),
@@ -63,35 +95,17 @@ impl SessionStore for SqlSessionStore {
         Ok(())
     }
 
+    /// Updates an existing session only: new sessions come through
+    /// [`SessionStore::create`], so a session ended meanwhile (logout, block,
+    /// password change elsewhere) is not brought back by a request that
+    /// loaded it before.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = serde_json::to_vec(&record.data)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let id = record.id.to_string();
-        let expiry = record.expiry_date.unix_timestamp();
-        match &self.db {
-            Db::Sqlite(p) => sqlx::query(
-                "INSERT INTO sessions (id, data, expiry_date) VALUES (?, ?, ?) \
-                 ON CONFLICT(id) DO UPDATE SET data = excluded.data, expiry_date = excluded.expiry_date",
-            )
-            .bind(id)
-            .bind(data)
-            .bind(expiry)
-            .execute(p)
-            .await
-            .map(drop)
-            .map_err(backend)?,
-            Db::MySql(p) => sqlx::query(
-                "INSERT INTO sessions (id, data, expiry_date) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE data = VALUES(data), expiry_date = VALUES(expiry_date)",
-            )
-            .bind(id)
-            .bind(data)
-            .bind(expiry)
-            .execute(p)
-            .await
-            .map(drop)
-            .map_err(backend)?,
-        };
+        with_pool!(&self.db, p => sqlx::query(
+            "UPDATE sessions SET data = ?, expiry_date = ?, uid = ? WHERE id = ?")
+            .bind(data).bind(record.expiry_date.unix_timestamp()).bind(session_account(record))
+            .bind(record.id.to_string()).execute(p).await.map(drop).map_err(backend)?);
         Ok(())
     }
 

@@ -31,7 +31,7 @@ pub struct SessionUser {
     pub mail: String,
 }
 
-const USER_KEY: &str = "user";
+use crate::store::sessions::SESSION_USER_KEY as USER_KEY;
 
 async fn current_user(session: &Session) -> Option<SessionUser> {
     session.get::<SessionUser>(USER_KEY).await.ok().flatten()
@@ -54,6 +54,13 @@ fn message(
 fn internal(state: &AppState, csrf: &CsrfToken, e: &ServiceError) -> Response {
     tracing::error!(error = %e, "request failed");
     match e {
+        ServiceError::Directory(crate::directory::DirectoryError::Locked) => message(
+            state,
+            StatusCode::FORBIDDEN,
+            csrf,
+            "This account is blocked",
+            &["Nothing was changed."],
+        ),
         ServiceError::Directory(_) => try_later(state, csrf),
         _ => message(
             state,
@@ -509,6 +516,7 @@ pub(super) async fn password_change_submit(
         return password_change_page(&state, StatusCode::TOO_MANY_REQUESTS, &csrf, &user, &errors);
     }
     let owner = crate::services::password::PasswordOwner {
+        session: session.id(),
         dn: &user.dn,
         uid: &user.uid,
         cn: &user.cn,
@@ -1135,6 +1143,9 @@ async fn api_account(
         }
     };
     match state.core.directory.find_account(&uid).await {
+        Ok(Some(a)) if a.uid == uid && a.locked => {
+            Err(api_error(StatusCode::FORBIDDEN, "this account is blocked"))
+        }
         Ok(Some(a)) if a.uid == uid => Ok(a),
         Ok(_) => Err(api_error(
             StatusCode::UNAUTHORIZED,

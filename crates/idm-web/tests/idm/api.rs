@@ -10,7 +10,7 @@ use crate::common::{Env, EnvOptions, GOOD_PASSWORD, make_account};
 const ED25519: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl kim@laptop";
 
-async fn call(
+pub(crate) async fn call(
     env: &Env,
     method: &str,
     path: &str,
