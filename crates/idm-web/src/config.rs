@@ -401,6 +401,10 @@ pub struct RateLimitSettings {
     pub login_per_ip_per_minute: u32,
     /// Login attempts per account name per minute.
     pub login_per_account_per_minute: u32,
+    /// E-mail-change requests (each mails the address typed) per account per
+    /// hour; they also count against `login_per_ip_per_minute`, like the
+    /// other pages that send mail.
+    pub email_change_per_account_per_hour: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -409,6 +413,7 @@ impl Default for RateLimitSettings {
             signup_per_ip_per_hour: 20,
             login_per_ip_per_minute: 30,
             login_per_account_per_minute: 10,
+            email_change_per_account_per_hour: 5,
         }
     }
 }

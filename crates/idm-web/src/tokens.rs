@@ -17,6 +17,12 @@
 //! `<uid>.<expiry>.<mac>`, the MAC covering the account's current
 //! `userPassword` hash: once the password changes, the link is dead.
 //!
+//! ## E-mail change
+//!
+//! `<uid>.<expiry>.<new address>.<mac>`, the MAC covering the current address
+//! and the account's e-mail-link generation ([`EmailLinkState`]): it works
+//! once, and dies with any later change of the address.
+//!
 //! ## CSRF
 //!
 //! Signed double-submit: the browser holds a random `idm_csrf` cookie
@@ -47,6 +53,18 @@ pub enum TokenError {
     /// Genuine but past its expiry.
     #[error("expired link")]
     Expired,
+}
+
+/// What an e-mail-change link is bound to: the account's address and its
+/// e-mail-link generation when the link was made (`store::email_links`). A
+/// confirmed change moves the generation on, so a link works once and dies
+/// with any later change, even one back to the same address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailLinkState {
+    /// The account's current `mail`.
+    pub current_email: String,
+    /// The account's current e-mail-link generation.
+    pub generation: i64,
 }
 
 /// Signs and verifies tokens with one key.
@@ -188,25 +206,32 @@ impl TokenSigner {
         uid: &str,
         expires: i64,
         new_email: &str,
-        current_email: &str,
+        link: &EmailLinkState,
     ) -> HmacSha256 {
         self.mac(
-            "forge-idm email change v1",
-            &[uid, &expires.to_string(), new_email, current_email],
+            "forge-idm email change v2",
+            &[
+                uid,
+                &expires.to_string(),
+                new_email,
+                &link.current_email,
+                &link.generation.to_string(),
+            ],
         )
     }
 
     /// An e-mail-change token: `<uid>.<expiry>.<new address, base64url>.<mac>`,
-    /// the MAC covering the account's current address too (so it works once).
+    /// the MAC covering the account's current address and link generation
+    /// too (see [`EmailLinkState`]).
     pub fn email_change_token(
         &self,
         uid: &str,
         new_email: &str,
-        current_email: &str,
+        link: &EmailLinkState,
         expires: i64,
     ) -> String {
         let mac = self
-            .email_mac(uid, expires, new_email, current_email)
+            .email_mac(uid, expires, new_email, link)
             .finalize()
             .into_bytes();
         format!(
@@ -230,12 +255,13 @@ impl TokenSigner {
         Ok(((*uid).to_owned(), email))
     }
 
-    /// Verifies an e-mail-change token against the account's current address.
+    /// Verifies an e-mail-change token against the account's current address
+    /// and link generation.
     pub fn verify_email_change(
         &self,
         token: &str,
         uid: &str,
-        current_email: &str,
+        link: &EmailLinkState,
         now: i64,
     ) -> Result<String, TokenError> {
         let parts: Vec<&str> = token.split('.').collect();
@@ -248,7 +274,7 @@ impl TokenSigner {
         if *t_uid != uid {
             return Err(TokenError::Invalid);
         }
-        self.email_mac(uid, expires, &new_email, current_email)
+        self.email_mac(uid, expires, &new_email, link)
             .verify_slice(&mac)
             .map_err(|_| TokenError::Invalid)?;
         if now > expires {

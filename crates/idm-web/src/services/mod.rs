@@ -25,7 +25,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::jobs::JobQueues;
 use crate::mail::{MailError, Mailer};
 use crate::passwords::PasswordPolicy;
-use crate::store::{ApiTokenStore, AuditStore, BlocklistStore, SignupStore};
+use crate::store::{ApiTokenStore, AuditStore, BlocklistStore, EmailLinkStore, SignupStore};
 use crate::tokens::TokenSigner;
 
 /// Why a service call failed (as opposed to refusing bad input).
@@ -69,6 +69,8 @@ pub struct Core {
     pub audit: AuditStore,
     /// Personal API tokens.
     pub api_tokens: ApiTokenStore,
+    /// Generations of e-mail-change links.
+    pub email_links: EmailLinkStore,
     /// The compiled blocklist in force (refreshed from the database).
     pub blocklist: ArcSwap<Blocklist>,
     /// Serialises [`Core::reload_blocklist`] (read + swap), so a reload that
@@ -123,6 +125,7 @@ impl Core {
             blocklist_store: BlocklistStore::new(db.clone()),
             audit: AuditStore::new(db.clone()),
             api_tokens: ApiTokenStore::new(db.clone()),
+            email_links: EmailLinkStore::new(db.clone()),
             blocklist: ArcSwap::from_pointee(Blocklist::default()),
             blocklist_reload: tokio::sync::Mutex::new(()),
             directory: Directory::new(config.ldap.clone(), secrets.ldap_password.clone()),

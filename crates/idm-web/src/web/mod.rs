@@ -47,6 +47,7 @@ pub struct RateLimits {
     signup_ip: DefaultKeyedRateLimiter<IpAddr>,
     login_ip: DefaultKeyedRateLimiter<IpAddr>,
     login_account: DefaultKeyedRateLimiter<String>,
+    email_change_account: DefaultKeyedRateLimiter<String>,
 }
 
 impl RateLimits {
@@ -58,6 +59,9 @@ impl RateLimits {
             login_account: RateLimiter::keyed(Quota::per_minute(
                 nz(c.login_per_account_per_minute),
             )),
+            email_change_account: RateLimiter::keyed(Quota::per_hour(nz(
+                c.email_change_per_account_per_hour
+            ))),
         }
     }
 
@@ -66,6 +70,7 @@ impl RateLimits {
         self.signup_ip.retain_recent();
         self.login_ip.retain_recent();
         self.login_account.retain_recent();
+        self.email_change_account.retain_recent();
     }
 }
 

@@ -847,12 +847,33 @@ pub(super) async fn email_form(
 pub(super) async fn email_submit(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     session: Session,
     Form(form): Form<EmailForm>,
 ) -> Response {
     let Some(user) = current_user(&session).await else {
         return Redirect::to("/login").into_response();
     };
+    // Each request mails the address typed: limited per client and per account.
+    if let Some(refusal) = mail_request_limited(&state, &csrf, &ip, "email_change") {
+        return refusal;
+    }
+    if state
+        .limits()
+        .email_change_account
+        .check_key(&user.uid)
+        .is_err()
+    {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "email_change").increment(1);
+        return email_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            &csrf,
+            &user,
+            &form.email,
+            Some("Too many address changes were asked for. Please try again in an hour.".into()),
+        );
+    }
     match state
         .core
         .request_email_change(&user.uid, &user.mail, &form.email)
@@ -885,7 +906,11 @@ pub(super) async fn email_confirm_page(
     Path(token): Path<String>,
 ) -> Response {
     match state.core.email_change_for_token(&token).await {
-        Ok(Ok((_, uid, email))) => state.render(
+        Ok(Ok(crate::services::email::EmailChange {
+            uid,
+            new_email: email,
+            ..
+        })) => state.render(
             StatusCode::OK,
             "email_confirm.html",
             context! { title => "Confirm your new e-mail address", csrf_token => csrf.0, token => token, uid => uid, email => email },

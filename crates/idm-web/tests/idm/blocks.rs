@@ -219,7 +219,8 @@ async fn a_block_holds(backend: Backend) {
     let hash =
         idm_web::passwords::hash_for_directory(NEW_PASSWORD, env.config.ldap.password_scheme)
             .unwrap();
-    let refused_as_locked = |r: Result<(), DirectoryError>| matches!(r, Err(DirectoryError::Locked));
+    let refused_as_locked =
+        |r: Result<(), DirectoryError>| matches!(r, Err(DirectoryError::Locked));
     assert!(refused_as_locked(
         env.core.directory.set_password(&dn, &hash).await
     ));

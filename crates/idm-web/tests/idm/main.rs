@@ -25,6 +25,7 @@ mod blocks;
 mod browser;
 mod common;
 mod flows;
+mod follow;
 mod injection;
 mod manage;
 mod passwords;
