@@ -8,6 +8,11 @@
 //! its migrations folder (`migrations/sqlite`, `migrations/mysql`), embedded in
 //! the binary and applied at start-up and by `idm-web migrate`. Times are unix
 //! seconds in `BIGINT` columns, so no date type differs between the two.
+//!
+//! SQLite runs with `secure_delete` on (deleted content is overwritten with
+//! zeros in its page) and, after a password hash is dropped, a
+//! [`Db::scrub_deleted`] checkpoint truncates the write-ahead log, whose older
+//! frames would otherwise keep copies of the hash on disk.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -60,7 +65,8 @@ impl Db {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("secure_delete", "ON");
             let pool = SqlitePoolOptions::new()
                 .max_connections(max.max(1))
                 .acquire_timeout(acquire_timeout)
@@ -94,6 +100,25 @@ impl Db {
             Db::Sqlite(_) => "sqlite",
             Db::MySql(_) => "mysql",
         }
+    }
+
+    /// On SQLite, moves everything in the write-ahead log into the database
+    /// file and truncates the log (`wal_checkpoint(TRUNCATE)`), so that content
+    /// deleted (and, with `secure_delete`, zeroed) leaves the files. Called
+    /// after a password hash is dropped. A checkpoint blocked by a reader is
+    /// logged; the next one completes it. Nothing to do on MariaDB.
+    pub async fn scrub_deleted(&self) -> Result<(), DbError> {
+        if let Db::Sqlite(p) = self {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(p)
+                .await?;
+            if busy != 0 {
+                tracing::warn!(
+                    "SQLite checkpoint blocked by a reader; the log is truncated by the next one"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// A trivial query, for health checks.

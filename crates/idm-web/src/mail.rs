@@ -1,10 +1,14 @@
 //! Outgoing mail: SMTP through lettre (plain, STARTTLS or implicit TLS), or
 //! `.eml` files in a directory for development.
+//!
+//! Every mail is `multipart/alternative`: the text as written, and an HTML
+//! version of the same text ([`html_version`]: escaped, paragraphs kept, links
+//! made clickable), so clients that prefer HTML show it without mangling.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -83,7 +87,7 @@ impl Mailer {
         Ok(Mailer { from, transport })
     }
 
-    /// Sends a plain-text mail to `to`.
+    /// Sends a mail with text `body` (and its HTML version) to `to`.
     pub async fn send(&self, to: &[String], subject: &str, body: String) -> Result<(), MailError> {
         let mut b = Message::builder().from(self.from.clone()).subject(subject);
         for t in to {
@@ -92,9 +96,9 @@ impl Mailer {
                 .map_err(|e| MailError::Message(format!("{t:?}: {e}")))?;
             b = b.to(mb);
         }
+        let html = html_version(&body);
         let msg = b
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
+            .multipart(MultiPart::alternative_plain_html(body, html))
             .map_err(|e| MailError::Message(e.to_string()))?;
         match &self.transport {
             Transport::Smtp(t) => {
@@ -114,5 +118,65 @@ impl Mailer {
         }
         metrics::counter!("forge_idm_mails_sent_total").increment(1);
         Ok(())
+    }
+}
+
+/// The HTML version of a mail's text: HTML-escaped, blank-line-separated
+/// paragraphs as `<p>`, line breaks as `<br>`, and `http(s)://` words as links.
+pub fn html_version(text: &str) -> String {
+    fn escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+    fn line(l: &str) -> String {
+        l.split(' ')
+            .map(|w| {
+                if w.starts_with("https://") || w.starts_with("http://") {
+                    let w = escape(w);
+                    format!("<a href=\"{w}\">{w}</a>")
+                } else {
+                    escape(w)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    let paragraphs: Vec<String> = text
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let lines: Vec<String> = p.lines().map(line).collect();
+            format!("<p>{}</p>", lines.join("<br>\n"))
+        })
+        .collect();
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"></head><body>\n{}\n</body></html>\n",
+        paragraphs.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::html_version;
+
+    #[test]
+    fn html_version_escapes_and_links() {
+        let html = html_version("Hello <b>&\n\nopen https://idm.example.org/a?x=1&y=2 now\n");
+        assert!(html.contains("<p>Hello &lt;b&gt;&amp;</p>"), "{html}");
+        assert!(
+            html.contains(r#"<a href="https://idm.example.org/a?x=1&amp;y=2">"#),
+            "{html}"
+        );
+        assert!(!html.contains("<b>"));
     }
 }

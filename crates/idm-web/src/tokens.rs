@@ -25,10 +25,13 @@
 //!
 //! ## CSRF
 //!
-//! Signed double-submit: the browser holds a random `idm_csrf` cookie
-//! (HttpOnly, SameSite=Strict); every form carries `HMAC(key, cookie)`; a POST
-//! is accepted only when the two agree. A cross-site page can neither read the
-//! cookie nor compute the MAC.
+//! Signed double-submit bound to the session: the browser holds a random
+//! `idm_csrf` cookie (HttpOnly, SameSite=Strict); every form carries
+//! `HMAC(key, cookie, session id)` (`""` for a visitor without a session); a
+//! POST is accepted only when they agree. A cross-site page can neither read
+//! the cookie nor compute the MAC, and a pair minted in another session — an
+//! attacker's own, planted into the victim's browser together with its cookie
+//! — does not verify in the victim's logged-in session.
 //!
 //! ## Anti-bot question
 //!
@@ -283,20 +286,21 @@ impl TokenSigner {
         Ok(new_email)
     }
 
-    /// The form token for CSRF cookie value `cookie`.
-    pub fn csrf_token(&self, cookie: &str) -> String {
+    /// The form token for CSRF cookie value `cookie` in session `session`
+    /// (its id; `""` without a session).
+    pub fn csrf_token(&self, cookie: &str, session: &str) -> String {
         B64.encode(
-            self.mac("forge-idm csrf v1", &[cookie])
+            self.mac("forge-idm csrf v2", &[cookie, session])
                 .finalize()
                 .into_bytes(),
         )
     }
 
-    /// Whether `form_token` belongs to `cookie`.
-    pub fn verify_csrf(&self, cookie: &str, form_token: &str) -> bool {
+    /// Whether `form_token` belongs to `cookie` and `session`.
+    pub fn verify_csrf(&self, cookie: &str, session: &str, form_token: &str) -> bool {
         match B64.decode(form_token) {
             Ok(mac) => self
-                .mac("forge-idm csrf v1", &[cookie])
+                .mac("forge-idm csrf v2", &[cookie, session])
                 .verify_slice(&mac)
                 .is_ok(),
             Err(_) => false,
@@ -405,9 +409,11 @@ mod tests {
     #[test]
     fn csrf_and_antibot() {
         let t = TokenSigner::new(b"k".repeat(32));
-        let f = t.csrf_token("cookie");
-        assert!(t.verify_csrf("cookie", &f));
-        assert!(!t.verify_csrf("other", &f));
+        let f = t.csrf_token("cookie", "session");
+        assert!(t.verify_csrf("cookie", "session", &f));
+        assert!(!t.verify_csrf("other", "session", &f));
+        assert!(!t.verify_csrf("cookie", "another-session", &f));
+        assert!(!t.verify_csrf("cookie", "", &f));
         let (q, c) = t.antibot_challenge(100);
         let nums: Vec<u32> = q
             .split(|ch: char| !ch.is_ascii_digit())

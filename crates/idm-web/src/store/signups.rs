@@ -167,6 +167,7 @@ impl SignupStore {
             "UPDATE signups SET state = 'created', password_hash = NULL, uid_number = ?, \
              account_created_at = COALESCE(account_created_at, ?) WHERE id = ?")
             .bind(uid_number).bind(now()).bind(id).execute(p).await.map(drop)?);
+        self.db.scrub_deleted().await?;
         Ok(())
     }
 
@@ -193,12 +194,15 @@ impl SignupStore {
         )
     }
 
-    /// Deletes pending signups created before `cutoff`; returns how many.
+    /// Deletes pending signups created before `cutoff` (and their password
+    /// hashes, from the files too); returns how many.
     pub async fn delete_expired(&self, cutoff: i64) -> Result<u64, DbError> {
-        Ok(
-            with_pool!(&self.db, p => sqlx::query("DELETE FROM signups WHERE state = 'pending' AND created_at < ?")
-            .bind(cutoff).execute(p).await?.rows_affected()),
-        )
+        let n = with_pool!(&self.db, p => sqlx::query("DELETE FROM signups WHERE state = 'pending' AND created_at < ?")
+            .bind(cutoff).execute(p).await?.rows_affected());
+        if n > 0 {
+            self.db.scrub_deleted().await?;
+        }
+        Ok(n)
     }
 
     /// Deletes a still-pending signup (one whose activation mail could not

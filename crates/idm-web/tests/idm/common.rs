@@ -507,14 +507,23 @@ pub async fn link_in_mail(env: &Env, to: &str, marker: &str) -> String {
     panic!("no mail to {to} with {marker}");
 }
 
-/// Asserts `mail` is sent as plain text (a `text/plain` body, readable by
-/// every client) and returns nothing; its text is `mail.text_body()`.
-pub fn assert_plain_text(mail: &forge_test_support::CapturedMail) {
+/// Asserts `mail` is `multipart/alternative` with a text part (what it says,
+/// `mail.text_body()`) and an HTML version of the same text.
+pub fn assert_text_and_html(mail: &forge_test_support::CapturedMail) {
     let ct = mail.header("content-type").unwrap_or_default();
     assert!(
-        ct.to_ascii_lowercase().starts_with("text/plain"),
+        ct.to_ascii_lowercase().starts_with("multipart/alternative"),
         "content type {ct:?} of {}",
         mail.raw()
     );
-    assert!(!mail.text_body().unwrap_or_default().trim().is_empty());
+    let text = mail.text_body().unwrap_or_default();
+    assert!(!text.trim().is_empty());
+    let html = mail.html_body().unwrap_or_default();
+    assert!(html.contains("<p>"), "an HTML part: {}", mail.raw());
+    for link in text.split_whitespace().filter(|w| w.starts_with("http")) {
+        assert!(
+            html.contains(&format!("<a href=\"{}\"", link.replace('&', "&amp;"))),
+            "{link} is a link in the HTML part: {html}"
+        );
+    }
 }

@@ -91,7 +91,7 @@ async fn full_flow(backend: Backend) {
     assert_eq!(env.mails_to(ADMIN_MAIL), 1);
     // Both mails, the user's and the admins', are plain text.
     for m in env.smtp.messages() {
-        crate::common::assert_plain_text(&m);
+        crate::common::assert_text_and_html(&m);
     }
     let admin = env
         .smtp

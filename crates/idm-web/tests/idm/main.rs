@@ -26,6 +26,7 @@ mod browser;
 mod common;
 mod flows;
 mod follow;
+mod hardening;
 mod injection;
 mod manage;
 mod passwords;

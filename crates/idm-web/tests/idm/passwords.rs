@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::{
-    Env, EnvOptions, GOOD_PASSWORD, assert_plain_text, link_in_mail, make_account,
+    Env, EnvOptions, GOOD_PASSWORD, assert_text_and_html, link_in_mail, make_account,
 };
 
 const NEW_PASSWORD: &str = "Another-strong-one-77";
@@ -137,7 +137,7 @@ async fn forgotten_password_is_reset_by_mail_with_neutral_answers() {
         .into_iter()
         .find(|m| m.recipients == ["frank@example.org"])
         .unwrap();
-    assert_plain_text(&mail);
+    assert_text_and_html(&mail);
     let text = mail.text_body().unwrap();
     assert!(
         text.contains("within 1 hour:") && text.contains(&link),
@@ -275,7 +275,7 @@ async fn forgotten_username_is_mailed_with_neutral_answers() {
     );
     let mails = env.smtp.wait_for(1, Duration::from_secs(20)).await.unwrap();
     let body = mails[0].text_body().unwrap();
-    assert_plain_text(&mails[0]);
+    assert_text_and_html(&mails[0]);
     assert_eq!(mails[0].recipients, vec!["gina@example.org".to_owned()]);
     assert!(
         body.contains("Gina Example") && body.contains("Shell name: gina"),
@@ -336,7 +336,7 @@ async fn email_change_is_verified_by_mail_to_the_new_address() {
 
     let link = link_in_mail(&env, "ivan.new@example.net", "/account/email/confirm/").await;
     for m in env.smtp.messages() {
-        assert_plain_text(&m);
+        assert_text_and_html(&m);
         assert_eq!(
             m.recipients,
             ["ivan.new@example.net"],
