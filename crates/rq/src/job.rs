@@ -220,17 +220,35 @@ pub fn zlib(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
-/// Decodes python-rq's `data` field (zlib-compressed or plain) into a call.
+/// Decodes python-rq's `data` field (zlib-compressed or plain) into a call,
+/// refusing payloads that inflate past the default bound
+/// ([`crate::params::DEFAULT_MAX_JOB_DATA_BYTES`]).
 pub fn decode_data(data: &[u8]) -> Result<JobCall, String> {
+    decode_data_bounded(data, crate::params::DEFAULT_MAX_JOB_DATA_BYTES)
+}
+
+/// Inflates zlib-compressed `data`, reading at most `max_bytes + 1` bytes;
+/// `None` when it is not zlib.
+fn inflate_bounded(data: &[u8], max_bytes: u64) -> Option<Vec<u8>> {
     let mut raw = Vec::new();
-    let bytes: &[u8] = if flate2::read::ZlibDecoder::new(data)
+    flate2::read::ZlibDecoder::new(data)
+        .take(max_bytes.saturating_add(1))
         .read_to_end(&mut raw)
-        .is_ok()
-    {
-        &raw
-    } else {
-        data
-    };
+        .ok()
+        .map(|_| raw)
+}
+
+/// [`decode_data`] with a bound: a payload inflating (or stored plain)
+/// past `max_bytes` is refused before it is read further — a small zlib
+/// bomb must fail its job, not grow the worker.
+pub fn decode_data_bounded(data: &[u8], max_bytes: u64) -> Result<JobCall, String> {
+    let inflated = inflate_bounded(data, max_bytes);
+    let bytes: &[u8] = inflated.as_deref().unwrap_or(data);
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "payload inflates to more than {max_bytes} bytes (worker.max_job_data_bytes)"
+        ));
+    }
     if bytes.first() == Some(&0x80) {
         return Err(
             "payload is pickled; forge workers only run jobs enqueued with rq's JSONSerializer"
@@ -350,14 +368,14 @@ impl JobRecord {
                 continue;
             }
             let text = if k == "exc_info" {
-                let mut out = String::new();
-                if flate2::read::ZlibDecoder::new(&v[..])
-                    .read_to_string(&mut out)
-                    .is_ok()
-                {
-                    out
-                } else {
-                    String::from_utf8_lossy(&v).into_owned()
+                let limit = crate::params::DEFAULT_MAX_JOB_DATA_BYTES;
+                match inflate_bounded(&v, limit) {
+                    Some(mut out) if out.len() as u64 > limit => {
+                        out.truncate(limit as usize);
+                        format!("{}… (truncated)", String::from_utf8_lossy(&out))
+                    }
+                    Some(out) => String::from_utf8_lossy(&out).into_owned(),
+                    None => String::from_utf8_lossy(&v).into_owned(),
                 }
             } else {
                 String::from_utf8_lossy(&v).into_owned()
@@ -414,6 +432,13 @@ mod tests {
         );
         assert!(decode_data(b"[1,2]").unwrap_err().contains("2 elements"));
         assert!(decode_data(b"{").unwrap_err().contains("not JSON"));
+        // A bomb: 1 MiB inflating past a 64 KiB bound.
+        let big = format!("[\"f\", null, [\"{}\"], {{}}]", "a".repeat(1 << 20));
+        let err = decode_data_bounded(&zlib(big.as_bytes()), 64 << 10).unwrap_err();
+        assert!(err.contains("more than 65536 bytes"), "{err}");
+        let err = decode_data_bounded(big.as_bytes(), 64 << 10).unwrap_err();
+        assert!(err.contains("more than 65536 bytes"), "{err}");
+        assert!(decode_data_bounded(&zlib(big.as_bytes()), 2 << 20).is_ok());
     }
 
     #[test]

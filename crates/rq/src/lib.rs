@@ -22,6 +22,7 @@
 //! | [`job`] | job hash encoding, [`EnqueueOptions`], [`Retry`] |
 //! | [`queue`] | [`Queue`]: enqueue, inspect, requeue, empty; suspend/resume |
 //! | [`handler`] | [`HandlerRegistry`], [`JobContext`], [`JobArgs`], [`JobError`]; built-ins |
+//! | [`params`] | a claimed job's fields checked into bounded values ([`JobDataLimit`]) |
 //! | [`worker`] | [`Worker`] and [`WorkerSettings`] |
 //! | [`scripts`] | the Lua scripts behind every state change |
 //!
@@ -44,6 +45,7 @@ pub mod error;
 pub mod handler;
 pub mod job;
 pub mod keys;
+pub mod params;
 pub mod queue;
 pub mod report;
 pub mod scripts;
@@ -53,5 +55,6 @@ pub use error::RqError;
 pub use handler::{HandlerRegistry, JobArgs, JobContext, JobError, register_builtins};
 pub use job::{Backoff, EnqueueOptions, JobCall, JobId, JobRecord, JobStatus, Retry};
 pub use keys::{Keys, Registry};
+pub use params::JobDataLimit;
 pub use queue::{Placement, Queue, WorkerInfo};
 pub use worker::{RecurringJob, Worker, WorkerSettings};

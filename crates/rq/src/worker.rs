@@ -7,9 +7,11 @@
 //!    put into this worker's in-flight hash `forge:rq:inflight:<worker>` and
 //!    python-rq's `rq:wip:<q>`, status `started`. Never popped into thin air,
 //!    also with several queues.
-//! 2. **run** — the handler runs in its own task under the job's timeout;
-//!    on timeout the task is aborted (its future dropped), a panic is caught
-//!    by the task boundary.
+//! 2. **run** — the job's fields are checked first ([`crate::params`]; a
+//!    bad one fails the job with `forge_rq.InvalidJob`), then the handler
+//!    runs in its own task under the job's timeout; on timeout the task is
+//!    aborted (its future dropped), a panic is caught by the task boundary,
+//!    and a panic anywhere else on the job's path fails only that job.
 //! 3. **settle** — finished (result in the hash and python-rq's result
 //!    stream, dependents released), retry (queued again or scheduled after a
 //!    backoff), failed (failed registry with the error) or, on shutdown,
@@ -26,6 +28,7 @@
 //! so an enqueue wakes it within a round trip.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,6 +40,7 @@ use forge_core::redis::RedisSettings;
 use fred::prelude::*;
 use fred::types::Value as RedisValue;
 use fred::types::lists::LMoveDirection;
+use futures::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -44,8 +48,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{HandlerRegistry, JobArgs, JobContext, JobError};
-use crate::job::{Backoff, JobCall, decode_data, unix_secs, utcformat, utcparse, zlib};
+use crate::job::{JobCall, unix_secs, utcformat, utcparse, zlib};
 use crate::keys::{Keys, validate_queue_name};
+use crate::params::{FieldDefaults, JobDataLimit, JobParams};
 use crate::queue::Queue;
 use crate::scripts::{self, b, s};
 use crate::{EnqueueOptions, RqError};
@@ -119,6 +124,9 @@ pub struct WorkerSettings {
     pub scheduler_interval_ms: u64,
     /// Most jobs claimed in one round trip.
     pub claim_batch: usize,
+    /// Most bytes a job's `data` may inflate to (and the longest hash field
+    /// a claim loads); a larger job fails instead of growing the worker.
+    pub max_job_data_bytes: JobDataLimit,
     /// Recurring jobs.
     pub recurring: Vec<RecurringJob>,
 }
@@ -140,6 +148,7 @@ impl Default for WorkerSettings {
             max_orphanings: 3,
             scheduler_interval_ms: 1_000,
             claim_batch: 64,
+            max_job_data_bytes: JobDataLimit::default(),
             recurring: Vec::new(),
         }
     }
@@ -252,31 +261,6 @@ fn default_worker_name() -> String {
         std::process::id(),
         rand::random::<u16>()
     )
-}
-
-/// Parses python-rq's timeout spelling (`180`, `"3m"`, `"1h"`, `-1`).
-fn parse_timeout(s: &str, default: Duration) -> Duration {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<f64>() {
-        if n < 0.0 {
-            return Duration::from_secs(31_536_000);
-        }
-        if n.is_finite() && n > 0.0 {
-            return Duration::from_secs_f64(n);
-        }
-        return default;
-    }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let Ok(n) = num.parse::<u64>() else {
-        return default;
-    };
-    match unit {
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
-        _ => default,
-    }
 }
 
 fn value_bytes(v: &RedisValue) -> Vec<u8> {
@@ -677,67 +661,182 @@ async fn claim(shared: &Shared, max: usize) -> Result<Vec<Claimed>, RqError> {
         s(shared.settings.default_timeout_secs.to_string()),
         s("60"),
         s(format!("{:08x}", rand::random::<u32>())),
+        s(shared.settings.max_job_data_bytes.bytes().to_string()),
     ];
     args.extend(shared.settings.queues.iter().map(|q| s(q.clone())));
     let v: RedisValue = scripts::CLAIM.run(&shared.pool, vec![], args).await?;
     parse_claims(v)
 }
 
-/// How a job attempt ended.
+/// How a job attempt ended, with what recording it needs.
 enum Outcome {
-    Finished(Value),
-    Failed { error: String, retryable: bool },
+    /// The handler returned a value.
+    Finished {
+        /// The result.
+        value: Value,
+        /// Seconds the finished job is kept (checked).
+        result_ttl: i64,
+    },
+    /// The job failed (handler error, timeout, panic, bad job data).
+    Failed {
+        /// The `exc_info` text.
+        error: String,
+        /// Seconds the failed job is kept (checked, or the default).
+        failure_ttl: i64,
+        /// Set when the job is retried instead of failed for good.
+        retry: Option<RetryPlan>,
+    },
+    /// Shutdown: back to the head of its queue.
     HandBack,
 }
 
+/// A retry to record (all values checked and bounded).
+struct RetryPlan {
+    /// Delay before the retry (at most [`crate::params::MAX_RETRY_DELAY`]).
+    delay: Duration,
+    /// `retries_left` after this failure.
+    retries_left: u32,
+    /// `number_of_retries` after this failure.
+    number_of_retries: u32,
+    /// Whether the retry goes to the head of the queue.
+    at_front: bool,
+}
+
+/// The text of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+/// Runs one claimed job and records its outcome. Nothing on this path may
+/// end the task without settling the job: everything before the handler is
+/// checked data, and a panic anywhere here still fails only this job.
 async fn supervise(shared: &Arc<Shared>, job: Claimed) {
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let call = job
-        .fields
-        .get("data")
-        .ok_or_else(|| "job has no data field".to_owned())
-        .and_then(|d| decode_data(d));
-    let handler = call
-        .as_ref()
-        .ok()
-        .and_then(|c| shared.registry.get(&c.func_name));
-    let label = match (&call, &handler) {
-        (Ok(c), Some(_)) => c.func_name.clone(),
-        _ => "unknown".to_owned(),
+    let defaults = FieldDefaults {
+        timeout: Duration::from_secs(shared.settings.default_timeout_secs),
+        result_ttl: shared.settings.default_result_ttl_secs,
+        failure_ttl: shared.settings.default_failure_ttl_secs,
+        max_data: shared.settings.max_job_data_bytes,
     };
-    metrics::counter!("forge_rq_worker_jobs_started_total", "queue" => job.queue.clone(), "job" => label.clone()).increment(1);
+    let (outcome, label) = match AssertUnwindSafe(attempt(shared, &job, &defaults))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = panic_message(&*p);
+            tracing::error!(job = %job.id, queue = %job.queue, panic = %msg, "the worker panicked on this job; failing it");
+            let outcome = Outcome::Failed {
+                error: format!("forge_rq.WorkerPanic: the worker panicked on this job: {msg}"),
+                failure_ttl: JobParams::failure_ttl_or_default(&job.fields, &defaults),
+                retry: None,
+            };
+            (outcome, "unknown".to_owned())
+        }
+    };
+    let duration = started.elapsed();
+    metrics::histogram!("forge_rq_worker_job_duration_seconds", "queue" => job.queue.clone(), "job" => label.clone())
+        .record(duration.as_secs_f64());
+    settle(shared, &job, outcome, &label, started_at, duration).await;
+}
+
+/// Checks the job's fields, finds its handler and runs it; returns the
+/// outcome and the metrics label (the function name, or `unknown`).
+async fn attempt(
+    shared: &Arc<Shared>,
+    job: &Claimed,
+    defaults: &FieldDefaults,
+) -> (Outcome, String) {
+    let started_at = SystemTime::now();
     if let Some(enq) = job.text("enqueued_at").and_then(|t| utcparse(&t))
         && let Ok(lat) = started_at.duration_since(enq)
     {
         metrics::histogram!("forge_rq_worker_enqueue_to_start_seconds", "queue" => job.queue.clone())
             .record(lat.as_secs_f64());
     }
-    let default_timeout = Duration::from_secs(shared.settings.default_timeout_secs);
-    let timeout = job
-        .text("timeout")
-        .map(|t| parse_timeout(&t, default_timeout))
-        .unwrap_or(default_timeout);
-    let outcome = match (call, handler) {
-        (Err(reason), _) => Outcome::Failed {
-            error: format!("forge_rq.DeserializationError: cannot decode job payload: {reason}"),
-            retryable: false,
-        },
-        (Ok(c), None) => Outcome::Failed {
-            error: format!(
-                "forge_rq.UnknownJobError: no handler registered for {:?} on worker {} (known: {})",
-                c.func_name,
-                shared.name,
-                shared.registry.names().join(", ")
-            ),
-            retryable: false,
-        },
-        (Ok(c), Some(handler)) => run_handler(shared, &job, c, handler, timeout).await,
+    let started = |label: &str| {
+        metrics::counter!("forge_rq_worker_jobs_started_total", "queue" => job.queue.clone(), "job" => label.to_owned()).increment(1);
     };
-    let duration = started.elapsed();
-    metrics::histogram!("forge_rq_worker_job_duration_seconds", "queue" => job.queue.clone(), "job" => label.clone())
-        .record(duration.as_secs_f64());
-    settle(shared, &job, outcome, &label, started_at, duration).await;
+    let refused = |error: String| Outcome::Failed {
+        error,
+        failure_ttl: JobParams::failure_ttl_or_default(&job.fields, defaults),
+        retry: None,
+    };
+    let params = match JobParams::parse(&job.fields, defaults) {
+        Ok(p) => p,
+        Err(refusal) => {
+            started("unknown");
+            return (refused(refusal.to_string()), "unknown".to_owned());
+        }
+    };
+    let Some(handler) = shared.registry.get(&params.call.func_name) else {
+        started("unknown");
+        let error = format!(
+            "forge_rq.UnknownJobError: no handler registered for {:?} on worker {} (known: {})",
+            params.call.func_name,
+            shared.name,
+            shared.registry.names().join(", ")
+        );
+        return (refused(error), "unknown".to_owned());
+    };
+    let label = params.call.func_name.clone();
+    started(&label);
+    let outcome = match run_handler(
+        shared,
+        job,
+        params.call.clone(),
+        handler,
+        params.timeout,
+        params.attempt,
+    )
+    .await
+    {
+        HandlerResult::Value(value) => Outcome::Finished {
+            value,
+            result_ttl: params.result_ttl,
+        },
+        HandlerResult::Error { error, retryable } => {
+            let retry = if retryable {
+                params.retry.as_ref().and_then(|r| {
+                    let delay = r.next_delay(params.attempt, rand::random::<f64>())?;
+                    Some(RetryPlan {
+                        delay,
+                        retries_left: r.retries_left.saturating_sub(1),
+                        number_of_retries: params.attempt.saturating_add(1),
+                        at_front: r.at_front,
+                    })
+                })
+            } else {
+                None
+            };
+            Outcome::Failed {
+                error,
+                failure_ttl: params.failure_ttl,
+                retry,
+            }
+        }
+        HandlerResult::HandBack => Outcome::HandBack,
+    };
+    (outcome, label)
+}
+
+/// How the handler's task ended.
+enum HandlerResult {
+    /// It returned a value.
+    Value(Value),
+    /// It failed, timed out or panicked.
+    Error {
+        /// The `exc_info` text.
+        error: String,
+        /// Whether the job's retry policy applies.
+        retryable: bool,
+    },
+    /// Stopped for a shutdown hand-back.
+    HandBack,
 }
 
 async fn run_handler(
@@ -746,12 +845,9 @@ async fn run_handler(
     call: JobCall,
     handler: crate::handler::Handler,
     timeout: Duration,
-) -> Outcome {
+    attempt: u32,
+) -> HandlerResult {
     let cancel = CancellationToken::new();
-    let attempt = job
-        .text("number_of_retries")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
     let ctx = JobContext {
         job_id: job.id.clone(),
         queue: job.queue.clone(),
@@ -768,24 +864,21 @@ async fn run_handler(
     let mut task = tokio::spawn(handler(ctx, args));
     tokio::select! {
         r = &mut task => match r {
-            Ok(Ok(v)) => Outcome::Finished(v),
-            Ok(Err(JobError { retryable, message })) => Outcome::Failed {
+            Ok(Ok(v)) => HandlerResult::Value(v),
+            Ok(Err(JobError { retryable, message })) => HandlerResult::Error {
                 error: format!("forge_rq.JobError{}: {message}", if retryable { "" } else { " (permanent)" }),
                 retryable,
             },
             Err(e) if e.is_panic() => {
-                let p = e.into_panic();
-                let msg = p.downcast_ref::<&str>().map(|s| (*s).to_owned())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                Outcome::Failed { error: format!("forge_rq.HandlerPanic: the handler panicked: {msg}"), retryable: true }
+                let msg = panic_message(&*e.into_panic());
+                HandlerResult::Error { error: format!("forge_rq.HandlerPanic: the handler panicked: {msg}"), retryable: true }
             }
-            Err(e) => Outcome::Failed { error: format!("forge_rq.HandlerAborted: {e}"), retryable: true },
+            Err(e) => HandlerResult::Error { error: format!("forge_rq.HandlerAborted: {e}"), retryable: true },
         },
         _ = tokio::time::sleep(timeout) => {
             cancel.cancel();
             task.abort();
-            Outcome::Failed {
+            HandlerResult::Error {
                 error: format!("rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({} seconds); the handler was stopped", timeout.as_secs_f64()),
                 retryable: true,
             }
@@ -793,51 +886,99 @@ async fn run_handler(
         _ = shared.handback.cancelled() => {
             cancel.cancel();
             task.abort();
-            Outcome::HandBack
+            HandlerResult::HandBack
         }
     }
 }
 
-fn ttl_field(job: &Claimed, field: &str, default: i64) -> i64 {
-    job.text(field)
-        .and_then(|t| t.parse::<i64>().ok())
-        .unwrap_or(default)
-}
-
-/// When the next retry is due, or `None` when the job has no retries left.
-fn retry_delay(job: &Claimed) -> Option<Duration> {
-    let left: u32 = job.text("retries_left")?.parse().ok()?;
-    if left == 0 {
-        return None;
-    }
-    let done: u32 = job
-        .text("number_of_retries")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if let Some(b) = job
-        .text("forge_backoff")
-        .and_then(|t| serde_json::from_str::<Backoff>(&t).ok())
-    {
-        return Some(b.delay(done, rand::random::<f64>()));
-    }
-    let pick = |list: Vec<u64>| -> u64 {
-        if list.is_empty() {
-            return 0;
+/// The settle script's arguments for `outcome`, its mode and metric.
+fn settle_args(
+    shared: &Shared,
+    job: &Claimed,
+    outcome: &Outcome,
+    started_at: SystemTime,
+    duration: Duration,
+) -> (Vec<RedisValue>, &'static str, &'static str) {
+    let now = SystemTime::now();
+    let mut args = vec![
+        s(shared.keys.prefix.clone()),
+        s(shared.name.clone()),
+        s(job.queue.clone()),
+        s(job.id.clone()),
+        s(job.composite.clone()),
+    ];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    match outcome {
+        Outcome::Finished { value, result_ttl } => {
+            let json = value.to_string();
+            args.extend([
+                s("finished"),
+                s(format!("{:.6}", unix_secs(now))),
+                s(utcformat(now)),
+                s(json.clone()),
+                s(if value.is_null() {
+                    String::new()
+                } else {
+                    b64.encode(json.as_bytes())
+                }),
+                s(result_ttl.to_string()),
+                s(format!("{:.6}", unix_secs(started_at))),
+                s(format!("{:.6}", duration.as_secs_f64())),
+                s(shared.settings.default_failure_ttl_secs.to_string()),
+            ]);
+            (args, "finished", "forge_rq_worker_jobs_finished_total")
         }
-        let idx = list.len().saturating_sub(left as usize);
-        list[idx.min(list.len() - 1)]
-    };
-    if let Some(ms) = job
-        .text("forge_retry_intervals_ms")
-        .and_then(|t| serde_json::from_str::<Vec<u64>>(&t).ok())
-    {
-        return Some(Duration::from_millis(pick(ms)));
+        Outcome::Failed {
+            error,
+            retry: Some(r),
+            ..
+        } => {
+            tracing::info!(job = %job.id, queue = %job.queue, delay = ?r.delay, retries_left = r.retries_left, error = %error, "job failed; retrying");
+            let run_at = now.checked_add(r.delay).unwrap_or(now);
+            args.extend([
+                s("retry"),
+                s(format!("{:.6}", unix_secs(now))),
+                s(utcformat(now)),
+                b(zlib(error.as_bytes())),
+                s(r.retries_left.to_string()),
+                s(r.number_of_retries.to_string()),
+                s(if r.delay.is_zero() {
+                    String::new()
+                } else {
+                    format!("{:.6}", unix_secs(run_at))
+                }),
+                s(if r.at_front { "1" } else { "0" }),
+            ]);
+            (args, "retry", "forge_rq_worker_jobs_retried_total")
+        }
+        Outcome::Failed {
+            error,
+            failure_ttl,
+            retry: None,
+        } => {
+            tracing::warn!(job = %job.id, queue = %job.queue, error = %error, "job failed");
+            let z = zlib(error.as_bytes());
+            args.extend([
+                s("failed"),
+                s(format!("{:.6}", unix_secs(now))),
+                s(utcformat(now)),
+                b(z.clone()),
+                s(b64.encode(&z)),
+                s(failure_ttl.to_string()),
+                s(format!("{:.6}", unix_secs(started_at))),
+                s(format!("{:.6}", duration.as_secs_f64())),
+            ]);
+            (args, "failed", "forge_rq_worker_jobs_failed_total")
+        }
+        Outcome::HandBack => {
+            args.extend([
+                s("handback"),
+                s(format!("{:.6}", unix_secs(now))),
+                s(utcformat(now)),
+            ]);
+            (args, "handback", "forge_rq_worker_jobs_handed_back_total")
+        }
     }
-    let secs = job
-        .text("retry_intervals")
-        .and_then(|t| serde_json::from_str::<Vec<u64>>(&t).ok())
-        .unwrap_or_default();
-    Some(Duration::from_secs(pick(secs)))
 }
 
 async fn settle(
@@ -848,99 +989,22 @@ async fn settle(
     started_at: SystemTime,
     duration: Duration,
 ) {
-    let now = SystemTime::now();
-    let mut args = vec![
-        s(shared.keys.prefix.clone()),
-        s(shared.name.clone()),
-        s(job.queue.clone()),
-        s(job.id.clone()),
-        s(job.composite.clone()),
-    ];
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let (mode, counter) = match &outcome {
-        Outcome::Finished(v) => {
-            let json = v.to_string();
-            args.extend([
-                s("finished"),
-                s(format!("{:.6}", unix_secs(now))),
-                s(utcformat(now)),
-                s(json.clone()),
-                s(if v.is_null() {
-                    String::new()
-                } else {
-                    b64.encode(json.as_bytes())
-                }),
-                s(
-                    ttl_field(job, "result_ttl", shared.settings.default_result_ttl_secs)
-                        .to_string(),
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        settle_args(shared, job, &outcome, started_at, duration)
+    }));
+    let (args, mode, counter) = match built {
+        Ok(a) => a,
+        Err(p) => {
+            let msg = panic_message(&*p);
+            tracing::error!(job = %job.id, panic = %msg, "the worker panicked recording this job; failing it");
+            let failed = Outcome::Failed {
+                error: format!(
+                    "forge_rq.WorkerPanic: the worker panicked recording this job: {msg}"
                 ),
-                s(format!("{:.6}", unix_secs(started_at))),
-                s(format!("{:.6}", duration.as_secs_f64())),
-            ]);
-            ("finished", "forge_rq_worker_jobs_finished_total")
-        }
-        Outcome::Failed { error, retryable } => {
-            let delay = if *retryable { retry_delay(job) } else { None };
-            match delay {
-                Some(d) => {
-                    let left: u32 = job
-                        .text("retries_left")
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(1);
-                    let done: u32 = job
-                        .text("number_of_retries")
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0);
-                    tracing::info!(job = %job.id, queue = %job.queue, delay = ?d, retries_left = left - 1, error = %error, "job failed; retrying");
-                    args.extend([
-                        s("retry"),
-                        s(format!("{:.6}", unix_secs(now))),
-                        s(utcformat(now)),
-                        b(zlib(error.as_bytes())),
-                        s((left - 1).to_string()),
-                        s((done + 1).to_string()),
-                        s(if d.is_zero() {
-                            String::new()
-                        } else {
-                            format!("{:.6}", unix_secs(now + d))
-                        }),
-                        s(
-                            if job.text("enqueue_at_front_on_retry").as_deref() == Some("1") {
-                                "1"
-                            } else {
-                                "0"
-                            },
-                        ),
-                    ]);
-                    ("retry", "forge_rq_worker_jobs_retried_total")
-                }
-                None => {
-                    tracing::warn!(job = %job.id, queue = %job.queue, error = %error, "job failed");
-                    let z = zlib(error.as_bytes());
-                    args.extend([
-                        s("failed"),
-                        s(format!("{:.6}", unix_secs(now))),
-                        s(utcformat(now)),
-                        b(z.clone()),
-                        s(b64.encode(&z)),
-                        s(
-                            ttl_field(job, "failure_ttl", shared.settings.default_failure_ttl_secs)
-                                .to_string(),
-                        ),
-                        s(format!("{:.6}", unix_secs(started_at))),
-                        s(format!("{:.6}", duration.as_secs_f64())),
-                    ]);
-                    ("failed", "forge_rq_worker_jobs_failed_total")
-                }
-            }
-        }
-        Outcome::HandBack => {
-            args.extend([
-                s("handback"),
-                s(format!("{:.6}", unix_secs(now))),
-                s(utcformat(now)),
-            ]);
-            ("handback", "forge_rq_worker_jobs_handed_back_total")
+                failure_ttl: shared.settings.default_failure_ttl_secs,
+                retry: None,
+            };
+            settle_args(shared, job, &failed, started_at, duration)
         }
     };
     let mut backoff = Duration::from_millis(50);
@@ -1204,16 +1268,6 @@ async fn enqueue_recurring(shared: &Shared) -> Result<(), RqError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeouts_parse_like_python_rq() {
-        let d = Duration::from_secs(180);
-        assert_eq!(parse_timeout("30", d), Duration::from_secs(30));
-        assert_eq!(parse_timeout("2m", d), Duration::from_secs(120));
-        assert_eq!(parse_timeout("1h", d), Duration::from_secs(3600));
-        assert_eq!(parse_timeout("junk", d), d);
-        assert_eq!(parse_timeout("-1", d), Duration::from_secs(31_536_000));
-    }
 
     #[test]
     fn settings_validate() {

@@ -7,16 +7,22 @@
 local prefix, id = ARGV[1], ARGV[2]
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local ndeps = tonumber(ARGV[6])
+if not ndeps then return redis.error_reply('enqueue: bad dependency count') end
+-- Read before the first write (a script error keeps earlier writes): a
+-- dependency key that is not a job hash counts as a missing dependency.
+local pending = {}
+for i = 1, ndeps do
+  local dep = ARGV[6 + i]
+  local dk = prefix .. ':job:' .. dep
+  if redis.call('TYPE', dk).ok == 'hash' then
+    local st = redis.call('HGET', dk, 'status')
+    if st and st ~= 'finished' then pending[#pending + 1] = dep end
+  end
+end
 local fields = {}
 for i = 7 + ndeps, #ARGV do fields[#fields + 1] = ARGV[i] end
 if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 redis.call('SADD', KEYS[3], KEYS[2])
-local pending = {}
-for i = 1, ndeps do
-  local dep = ARGV[6 + i]
-  local st = redis.call('HGET', prefix .. ':job:' .. dep, 'status')
-  if st and st ~= 'finished' then pending[#pending + 1] = dep end
-end
 if #pending > 0 then
   redis.call('HSET', KEYS[1], 'status', 'deferred')
   for _, dep in ipairs(pending) do

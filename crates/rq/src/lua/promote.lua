@@ -10,7 +10,7 @@ for qi = 5, #ARGV do
   for _, id in ipairs(ids) do
     redis.call('ZREM', sk, id)
     local jk = prefix .. ':job:' .. id
-    if redis.call('EXISTS', jk) == 1 then
+    if redis.call('TYPE', jk).ok == 'hash' then
       local front = redis.call('HGET', jk, 'enqueue_at_front')
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', ARGV[3])
       local qk = prefix .. ':queue:' .. q

@@ -2,6 +2,9 @@
 -- ARGV[1] prefix, ARGV[2] now (unix s), ARGV[3] now (rq timestamp), ARGV[4] max orphanings,
 -- ARGV[5] failure ttl s (-1 forever), ARGV[6] the calling worker (never reaped).
 -- Returns { {dead worker, ...}, {queue, id, ...} requeued, {queue, id, ...} failed as poison }.
+-- Nothing a job hash holds may make a command fail after the first write (a script
+-- error keeps earlier writes and would stop every later reap): the orphan counter is
+-- read and checked instead of HINCRBY'd, a job key that is not a hash counts as gone.
 local prefix, now, iso = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local maxc, fttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local dead, requeued, poisoned = {}, {}, {}
@@ -17,8 +20,12 @@ for _, w in ipairs(redis.call('SMEMBERS', 'forge:rq:inflight-workers')) do
         local composite = string.sub(h[i + 1], sep + 1)
         redis.call('ZREM', prefix .. ':wip:' .. q, composite)
         local jk = prefix .. ':job:' .. id
-        if redis.call('EXISTS', jk) == 1 then
-          local n = redis.call('HINCRBY', jk, 'forge_orphaned', 1)
+        if redis.call('TYPE', jk).ok == 'hash' then
+          -- An unreadable counter (HINCRBY would fail mid-script) starts again.
+          local c = tonumber(redis.call('HGET', jk, 'forge_orphaned') or '0')
+          if c == nil or c ~= c or c < 0 or c > 1e9 or c ~= math.floor(c) then c = 0 end
+          local n = c + 1
+          redis.call('HSET', jk, 'forge_orphaned', string.format('%d', n))
           if n > maxc then
             local msg = 'forge_rq.PoisonJob: the worker running this job died ' .. n ..
               ' times (last: ' .. w .. '); not requeued again'

@@ -12,7 +12,7 @@ local n = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local jk = prefix .. ':job:' .. id
-    if redis.call('EXISTS', jk) == 1 then
+    if redis.call('TYPE', jk).ok == 'hash' then
       redis.call('PERSIST', jk)
       redis.call('HDEL', jk, 'forge_orphaned', 'ended_at')
       redis.call('HSET', jk, 'status', 'queued', 'enqueued_at', ARGV[2])
