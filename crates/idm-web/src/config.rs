@@ -317,6 +317,11 @@ pub struct SignupSettings {
     pub expiry_days: i64,
     /// Whether the anti-bot question is asked.
     pub antibot: bool,
+    /// Lowest zxcvbn strength score (0–4) a new password must reach.
+    pub min_password_score: u8,
+    /// Names refused as username or shell name, added to the shipped list of
+    /// system account names (`data/reserved-names.txt`); compared by skeleton.
+    pub reserved_names: Vec<String>,
 }
 
 impl Default for SignupSettings {
@@ -326,6 +331,8 @@ impl Default for SignupSettings {
             common_passwords_file: None,
             expiry_days: 5,
             antibot: true,
+            min_password_score: 3,
+            reserved_names: Vec::new(),
         }
     }
 }
@@ -405,6 +412,8 @@ pub struct RateLimitSettings {
     /// hour; they also count against `login_per_ip_per_minute`, like the
     /// other pages that send mail.
     pub email_change_per_account_per_hour: u32,
+    /// Name-check API (`/api/v1/check`) requests per client IP per minute.
+    pub check_per_ip_per_minute: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -414,6 +423,7 @@ impl Default for RateLimitSettings {
             login_per_ip_per_minute: 30,
             login_per_account_per_minute: 10,
             email_change_per_account_per_hour: 5,
+            check_per_ip_per_minute: 60,
         }
     }
 }
@@ -487,6 +497,22 @@ impl Config {
         if c.signup.min_password_length < 8 {
             return Err(loaded.invalid("signup.min_password_length", "must be at least 8"));
         }
+        if c.signup.min_password_score > 4 {
+            return Err(
+                loaded.invalid("signup.min_password_score", "must be 0–4 (zxcvbn's scores)")
+            );
+        }
+        if let Some(bad) = c
+            .signup
+            .reserved_names
+            .iter()
+            .find(|n| n.trim().is_empty() || n.chars().count() > 85)
+        {
+            return Err(loaded.invalid(
+                "signup.reserved_names",
+                format!("{bad:?}: entries must be non-empty names of at most 85 characters"),
+            ));
+        }
         for (key, value) in [
             (
                 "rate_limit.signup_per_ip_per_hour",
@@ -499,6 +525,10 @@ impl Config {
             (
                 "rate_limit.login_per_account_per_minute",
                 c.rate_limit.login_per_account_per_minute,
+            ),
+            (
+                "rate_limit.check_per_ip_per_minute",
+                c.rate_limit.check_per_ip_per_minute,
             ),
         ] {
             if value == 0 {

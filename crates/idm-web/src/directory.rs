@@ -29,6 +29,7 @@
 //! writes without it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ldap3::controls::{Assertion, MakeCritical};
@@ -38,6 +39,7 @@ use ldap3::{
 use tokio::sync::Mutex;
 
 use crate::config::LdapSettings;
+use crate::passwords::DummyHash;
 
 /// LDAP result codes we act on.
 mod rc {
@@ -153,12 +155,38 @@ pub struct AccountRecord {
     pub locked: bool,
 }
 
+/// An account a typed name resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRef {
+    /// The entry's DN.
+    pub dn: String,
+    /// Shell name.
+    pub uid: String,
+    /// Display name.
+    pub cn: String,
+    /// E-mail.
+    pub mail: String,
+}
+
+/// Counters of the password-checking work logins did.
+#[derive(Debug, Default)]
+struct LoginWork {
+    /// Binds made to check a login's password.
+    binds: AtomicU64,
+    /// Password hashes verified (by slapd for a real entry, locally against
+    /// the dummy hash for an unknown name).
+    hash_verifications: AtomicU64,
+}
+
 /// The account directory.
 #[derive(Debug)]
 pub struct Directory {
     settings: LdapSettings,
     password: String,
     shared: Mutex<Option<Ldap>>,
+    /// Verified instead of an entry's hash when a login names no account.
+    dummy_hash: DummyHash,
+    login_work: LoginWork,
 }
 
 fn check(op: &'static str, r: ldap3::LdapResult) -> Result<(), DirectoryError> {
@@ -181,6 +209,25 @@ fn first(entry: &SearchEntry, attr: &str) -> Option<String> {
         .and_then(|(_, v)| v.first().cloned())
 }
 
+fn account_record(entry: &SearchEntry) -> AccountRecord {
+    let password = first(entry, "userPassword").or_else(|| {
+        entry
+            .bin_attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("userPassword"))
+            .and_then(|(_, v)| v.first())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    });
+    AccountRecord {
+        dn: entry.dn.clone(),
+        uid: first(entry, "uid").unwrap_or_default(),
+        cn: first(entry, "cn").unwrap_or_default(),
+        mail: first(entry, "mail").unwrap_or_default(),
+        user_password: password.unwrap_or_default(),
+        locked: first(entry, "pwdAccountLockedTime").is_some(),
+    }
+}
+
 fn set(values: &[&str]) -> HashSet<String> {
     values.iter().map(|v| (*v).to_owned()).collect()
 }
@@ -189,9 +236,11 @@ impl Directory {
     /// A directory client; connects lazily.
     pub fn new(settings: LdapSettings, password: String) -> Self {
         Directory {
+            dummy_hash: DummyHash::new(settings.password_scheme),
             settings,
             password,
             shared: Mutex::new(None),
+            login_work: LoginWork::default(),
         }
     }
 
@@ -296,45 +345,87 @@ impl Directory {
         .map(drop)
     }
 
-    /// Which of `username` and `uid` exist as a `uid` or `cn`.
+    /// Which of `username` and `uid` exist as a `uid` or `cn`, decided by
+    /// the directory's own equality matching: each name is searched as an
+    /// equality filter and any entry found means "in use". (Comparing the
+    /// values found with our own case folding would call `Ｖictim` free while
+    /// slapd's matching rules fold it to `victim`.)
     pub async fn names_in_use(
         &self,
         username: &str,
         uid: &str,
     ) -> Result<NamesInUse, DirectoryError> {
-        let (u, s) = (ldap_escape(username), ldap_escape(uid));
-        let filter = format!("(|(uid={u})(cn={u})(uid={s})(cn={s}))");
+        let (u, s) = tokio::join!(self.name_in_use(username), self.name_in_use(uid));
+        Ok(NamesInUse {
+            username: u?,
+            uid: s?,
+        })
+    }
+
+    /// Whether any entry has `name` as its `uid` or `cn` (directory matching).
+    async fn name_in_use(&self, name: &str) -> Result<bool, DirectoryError> {
+        if name.is_empty() {
+            return Ok(false);
+        }
+        let n = ldap_escape(name);
         let entries = self
             .search(
                 &self.settings.people_base,
                 Scope::Subtree,
-                &filter,
-                vec!["uid", "cn"],
+                &format!("(|(uid={n})(cn={n}))"),
+                vec!["1.1"],
             )
             .await?;
-        let mut out = NamesInUse::default();
-        for e in &entries {
-            let values: Vec<&String> = e
-                .attrs
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case("uid") || k.eq_ignore_ascii_case("cn"))
-                .flat_map(|(_, v)| v.iter())
-                .collect();
-            // uid and cn match case-insensitively in the directory.
-            if values
-                .iter()
-                .any(|v| v.to_lowercase() == username.to_lowercase())
-            {
-                out.username = true;
-            }
-            if values
-                .iter()
-                .any(|v| v.to_lowercase() == uid.to_lowercase())
-            {
-                out.uid = true;
-            }
+        Ok(!entries.is_empty())
+    }
+
+    /// Resolves a name typed by a user (shell name or username) to one
+    /// account, by the directory's own equality matching: the entry whose
+    /// `uid` matches wins; otherwise the one entry whose `cn` matches. Two
+    /// entries that both match by `cn` resolve to none. Everything that
+    /// looks an account up by a typed name goes through here (or
+    /// [`Directory::find_account`]), so limits are keyed by the account, not
+    /// by the spelling.
+    pub async fn resolve_login(&self, login: &str) -> Result<Option<AccountRef>, DirectoryError> {
+        if login.is_empty() {
+            return Ok(None);
         }
-        Ok(out)
+        let l = ldap_escape(login);
+        let attrs = vec!["uid", "cn", "mail"];
+        let any = self
+            .search(
+                &self.settings.people_base,
+                Scope::Subtree,
+                &format!("(&(objectClass=posixAccount)(|(uid={l})(cn={l})))"),
+                attrs.clone(),
+            )
+            .await?;
+        let entry = match any.len() {
+            0 => return Ok(None),
+            1 => any.into_iter().next(),
+            _ => {
+                // Several: the one the name is the shell name of, if any.
+                let by_uid = self
+                    .search(
+                        &self.settings.people_base,
+                        Scope::Subtree,
+                        &format!("(&(objectClass=posixAccount)(uid={l}))"),
+                        attrs,
+                    )
+                    .await?;
+                if by_uid.len() == 1 {
+                    by_uid.into_iter().next()
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(entry.map(|e| AccountRef {
+            uid: first(&e, "uid").unwrap_or_default(),
+            cn: first(&e, "cn").unwrap_or_default(),
+            mail: first(&e, "mail").unwrap_or_default(),
+            dn: e.dn,
+        }))
     }
 
     /// The `uidNumber` of the account `uid`, if it exists.
@@ -515,42 +606,62 @@ impl Directory {
         }
     }
 
-    /// Checks a login (`uid` or `cn`) and password by binding as the entry.
-    /// `Ok(None)`: unknown user or wrong password.
+    /// Checks a login (`uid` or `cn`) and password: [`Directory::resolve_login`]
+    /// then [`Directory::verify_password`]. `Ok(None)`: unknown user or wrong
+    /// password.
     pub async fn authenticate(
         &self,
         login: &str,
         password: &str,
     ) -> Result<Option<AuthenticatedUser>, DirectoryError> {
-        if login.is_empty() || password.is_empty() {
+        let account = self.resolve_login(login).await?;
+        self.verify_password(account.as_ref(), password).await
+    }
+
+    /// Checks `password` for a resolved account by binding as it on a fresh
+    /// connection. For no account (an unknown name) it does the same work —
+    /// a fresh connection, a bind (to a DN that does not exist) and one
+    /// password-hash verification against a dummy hash of the configured
+    /// scheme — so the answer's time does not tell whether the name exists.
+    /// `Ok(None)`: unknown user or wrong password.
+    pub async fn verify_password(
+        &self,
+        account: Option<&AccountRef>,
+        password: &str,
+    ) -> Result<Option<AuthenticatedUser>, DirectoryError> {
+        if password.is_empty() {
             // An empty password would be an unauthenticated bind: never a login.
             return Ok(None);
         }
-        let l = ldap_escape(login);
-        let filter = format!("(&(objectClass=posixAccount)(|(uid={l})(cn={l})))");
-        let found = self
-            .search(
-                &self.settings.people_base,
-                Scope::Subtree,
-                &filter,
-                vec!["uid", "cn", "mail"],
-            )
-            .await?;
-        let [entry] = found.as_slice() else {
-            return Ok(None);
+        let dn = match account {
+            Some(a) => a.dn.clone(),
+            None => format!("cn=no-such-account,{}", self.settings.people_base),
         };
         let mut ldap = self.open().await?;
         let r = ldap
             .with_timeout(self.timeout())
-            .simple_bind(&entry.dn, password)
+            .simple_bind(&dn, password)
             .await?;
         let _ = ldap.unbind().await;
+        self.login_work.binds.fetch_add(1, Ordering::Relaxed);
+        let Some(account) = account else {
+            // slapd refused at once (no such entry): verify against the dummy
+            // hash, as slapd would have verified the entry's hash.
+            self.dummy_hash.verify(password);
+            self.login_work
+                .hash_verifications
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        self.login_work
+            .hash_verifications
+            .fetch_add(1, Ordering::Relaxed);
         match r.rc {
             rc::SUCCESS => Ok(Some(AuthenticatedUser {
-                dn: entry.dn.clone(),
-                uid: first(entry, "uid").unwrap_or_default(),
-                cn: first(entry, "cn").unwrap_or_default(),
-                mail: first(entry, "mail").unwrap_or_default(),
+                dn: account.dn.clone(),
+                uid: account.uid.clone(),
+                cn: account.cn.clone(),
+                mail: account.mail.clone(),
             })),
             rc::INVALID_CREDENTIALS => Ok(None),
             _ => Err(DirectoryError::Refused {
@@ -561,42 +672,43 @@ impl Directory {
         }
     }
 
-    /// Finds the account whose `uid`, `cn` or `mail` is `key` (exactly one),
-    /// with its current `userPassword` (the service account must be allowed
-    /// to read it: password-reset tokens are bound to it).
+    /// How much password-checking work logins did so far (for tests and
+    /// the no-oracle guarantee: the same per attempt, known name or not).
+    pub fn login_work(&self) -> (u64, u64) {
+        (
+            self.login_work.binds.load(Ordering::Relaxed),
+            self.login_work.hash_verifications.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Finds the account `key` names: the one whose `uid` is `key`, else the
+    /// one whose `cn` is, else the one whose `mail` is (each by the
+    /// directory's equality matching, exactly one), with its current
+    /// `userPassword` (the service account must be allowed to read it:
+    /// password-reset tokens are bound to it). A look-alike `cn` of another
+    /// entry never hides the account a shell name names.
     pub async fn find_account(&self, key: &str) -> Result<Option<AccountRecord>, DirectoryError> {
         if key.is_empty() {
             return Ok(None);
         }
         let k = ldap_escape(key);
-        let filter = format!("(&(objectClass=posixAccount)(|(uid={k})(cn={k})(mail={k})))");
-        let found = self
-            .search(
-                &self.settings.people_base,
-                Scope::Subtree,
-                &filter,
-                vec!["uid", "cn", "mail", "userPassword", "pwdAccountLockedTime"],
-            )
-            .await?;
-        let [entry] = found.as_slice() else {
-            return Ok(None);
-        };
-        let password = first(entry, "userPassword").or_else(|| {
-            entry
-                .bin_attrs
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("userPassword"))
-                .and_then(|(_, v)| v.first())
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-        });
-        Ok(Some(AccountRecord {
-            dn: entry.dn.clone(),
-            uid: first(entry, "uid").unwrap_or_default(),
-            cn: first(entry, "cn").unwrap_or_default(),
-            mail: first(entry, "mail").unwrap_or_default(),
-            user_password: password.unwrap_or_default(),
-            locked: first(entry, "pwdAccountLockedTime").is_some(),
-        }))
+        for attr in ["uid", "cn", "mail"] {
+            let filter = format!("(&(objectClass=posixAccount)({attr}={k}))");
+            let found = self
+                .search(
+                    &self.settings.people_base,
+                    Scope::Subtree,
+                    &filter,
+                    vec!["uid", "cn", "mail", "userPassword", "pwdAccountLockedTime"],
+                )
+                .await?;
+            match found.as_slice() {
+                [] => continue,
+                [entry] => return Ok(Some(account_record(entry))),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Applies `mods` to `dn` as the service account; a transport error drops

@@ -4,12 +4,25 @@
 //!   collapsed, first letter upper-cased (as the wikis do); 2–85 characters;
 //!   no control characters and none of `@ # < > [ ] | { } / \ : = " ,` (they
 //!   break wiki titles or DNs); not only digits.
+//!   A username must also be single-script (Unicode TS #39 mixed-script
+//!   detection: no Latin `V` next to a Cyrillic `і`) and hold no invisible or
+//!   formatting characters (zero-width spaces, soft hyphens, bidi overrides —
+//!   the default-ignorable code points).
 //! * **Shell name** (`uid`): `^[a-z][a-z0-9-]{0,31}$` — lower-case, starts
 //!   with a letter, at most 32 characters.
+//! * **Skeletons** ([`skeleton`], [`cased_skeleton`]): the forms under which
+//!   two names count as the same account name — NFKC (lower-cased for the
+//!   first), then the TS #39 confusable skeleton. `Ｖictim`, `victim`, `VICTIM` and `vіctim` (Cyrillic `і`) all
+//!   have one skeleton. The tables come from the `unicode-security` crate
+//!   (the one rustc uses for its confusable-identifier lint), not from us.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::general_security_profile::IdentifierType;
+use unicode_security::{GeneralSecurityProfile, MixedScript};
 
 static SHELL_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,31}$").expect("literal regex"));
@@ -17,6 +30,75 @@ static SHELL_NAME: LazyLock<Regex> =
 const FORBIDDEN: &[char] = &[
     '@', '#', '<', '>', '[', ']', '|', '{', '}', '/', '\\', ':', '=', '"', ',',
 ];
+
+/// The case-insensitive confusable skeleton of a name: NFKC, lower-cased,
+/// then the Unicode TS #39 skeleton (which also drops default-ignorable
+/// characters). Two names with one skeleton look alike to a reader, so only
+/// one of them may name an account: `Ｖictim`, `VICTIM`, `vіctim` (Cyrillic
+/// `і`), `vic\u{200b}tim` and `victim` are one. Shared with the username
+/// blocklist's `antispoof` option.
+pub fn skeleton(name: &str) -> String {
+    let folded: String = name.nfkc().flat_map(char::to_lowercase).collect();
+    unicode_security::skeleton(&folded).collect()
+}
+
+/// The case-preserving confusable skeleton (NFKC, then TS #39): catches what
+/// lower-casing first would part, such as capital `I` for small `l`
+/// (`PaypaI` and `Paypal`). Names are compared by both skeletons.
+pub fn cased_skeleton(name: &str) -> String {
+    let compatible: String = name.nfkc().collect();
+    unicode_security::skeleton(&compatible).collect()
+}
+
+/// The shipped list of reserved (system account) names.
+const RESERVED: &str = include_str!("../data/reserved-names.txt");
+
+/// Names no account may take: the shipped system account names plus the
+/// operator's, compared by [`skeleton`] (so `ROOT`, `Ｒoot` and `root` are
+/// one name).
+#[derive(Debug, Clone, Default)]
+pub struct ReservedNames {
+    skeletons: HashSet<String>,
+}
+
+impl ReservedNames {
+    /// The shipped list plus `extra`.
+    pub fn new(extra: &[String]) -> Self {
+        let skeletons = RESERVED
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .chain(extra.iter().map(|s| s.trim()))
+            .map(skeleton)
+            .collect();
+        ReservedNames { skeletons }
+    }
+
+    /// Whether `name` (a username or shell name) is reserved.
+    pub fn contains(&self, name: &str) -> bool {
+        !name.is_empty() && self.skeletons.contains(&skeleton(name))
+    }
+}
+
+/// `name` in Unicode compatibility form (NFKC): fullwidth `Ａdmin` becomes
+/// `Admin`, ligatures split; case is kept.
+pub fn compatibility_form(name: &str) -> String {
+    name.nfkc().collect()
+}
+
+/// Whether `c` is invisible or changes how text around it is shown: control
+/// characters and the default-ignorable code points (zero-width space and
+/// joiners, soft hyphen, bidi embeddings and overrides, variation selectors…).
+pub fn is_invisible(c: char) -> bool {
+    c.is_control() || c.identifier_type() == Some(IdentifierType::Default_Ignorable)
+}
+
+/// Whether `name` mixes letters of several scripts (TS #39 mixed-script
+/// detection; common characters such as digits and spaces belong to every
+/// script, and Han with Hiragana/Katakana or Hangul counts as one).
+pub fn is_mixed_script(name: &str) -> bool {
+    !name.is_single_script()
+}
 
 /// Normalises a username as typed: trim, collapse spaces, upper-case first letter.
 pub fn normalize_username(raw: &str) -> String {
@@ -39,6 +121,14 @@ pub fn username_problems(name: &str) -> Vec<String> {
     }
     if name.chars().any(|c| c.is_control()) {
         p.push("Control characters are not allowed.".into());
+    } else if name.chars().any(is_invisible) {
+        p.push(
+            "Invisible or formatting characters (zero-width spaces, soft hyphens, direction marks) are not allowed."
+                .into(),
+        );
+    }
+    if is_mixed_script(name) {
+        p.push("Use the letters of one script only (don't mix, say, Latin and Cyrillic).".into());
     }
     let bad: String = FORBIDDEN.iter().filter(|c| name.contains(**c)).collect();
     if !bad.is_empty() {
@@ -128,6 +218,70 @@ mod tests {
         assert!(!username_problems("a@b").is_empty());
         assert!(!username_problems("12345").is_empty());
         assert!(!username_problems("A").is_empty());
+    }
+
+    #[test]
+    fn skeletons_fold_lookalikes_together() {
+        let victim = skeleton("victim");
+        assert_eq!(skeleton("\u{ff36}ictim"), victim, "fullwidth V");
+        assert_eq!(skeleton("VICTIM"), victim, "case");
+        assert_eq!(skeleton("v\u{0456}ctim"), victim, "Cyrillic i");
+        assert_eq!(skeleton("vic\u{200b}tim"), victim, "zero-width space");
+        assert_eq!(skeleton("vic\u{00ad}tim"), victim, "soft hyphen");
+        assert_ne!(skeleton("victor"), victim);
+        assert_eq!(skeleton("paypal"), skeleton("pay\u{0440}al"), "Cyrillic er");
+        assert_eq!(
+            cased_skeleton("Paypal"),
+            cased_skeleton("PaypaI"),
+            "capital I"
+        );
+        assert_eq!(skeleton("paypal"), skeleton("paypa1"), "digit one");
+    }
+
+    #[test]
+    fn usernames_refuse_invisible_and_mixed_script() {
+        for bad in [
+            "Vic\u{200b}tim",
+            "Vic\u{00ad}tim",
+            "Victim\u{202e}",
+            "V\u{0456}ctim",
+            "Admin\u{2060}istrator",
+        ] {
+            assert!(!username_problems(bad).is_empty(), "{bad:?} accepted");
+        }
+        for good in [
+            "Alice Example",
+            "Zoë Müller",
+            "Иван Петров",
+            "山田太郎",
+            "やまだ たろう",
+            "O'Brien-Smith 2",
+        ] {
+            assert!(
+                username_problems(good).is_empty(),
+                "{good:?}: {:?}",
+                username_problems(good)
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_names_by_skeleton() {
+        let r = ReservedNames::new(&["Project Admin".to_owned()]);
+        for name in [
+            "root",
+            "ROOT",
+            "\u{ff32}oot",
+            "www-data",
+            "sshd",
+            "Admin",
+            "project admin",
+        ] {
+            assert!(r.contains(name), "{name:?}");
+        }
+        for name in ["rooter", "alice", ""] {
+            assert!(!r.contains(name), "{name:?}");
+        }
     }
 
     #[test]

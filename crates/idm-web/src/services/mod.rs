@@ -24,6 +24,7 @@ use crate::db::{Db, DbError};
 use crate::directory::{Directory, DirectoryError};
 use crate::jobs::JobQueues;
 use crate::mail::{MailError, Mailer};
+use crate::names::ReservedNames;
 use crate::passwords::PasswordPolicy;
 use crate::store::{ApiTokenStore, AuditStore, BlocklistStore, EmailLinkStore, SignupStore};
 use crate::tokens::TokenSigner;
@@ -84,6 +85,8 @@ pub struct Core {
     pub tokens: TokenSigner,
     /// Password rules.
     pub passwords: PasswordPolicy,
+    /// Names no account may take (system accounts, shipped + configured).
+    pub reserved: ReservedNames,
     /// The job queues; `None` for subcommands that enqueue nothing.
     pub queues: Option<JobQueues>,
 }
@@ -131,12 +134,18 @@ impl Core {
             directory: Directory::new(config.ldap.clone(), secrets.ldap_password.clone()),
             mailer: Mailer::new(&config.mail, &secrets.smtp_password)?,
             tokens: TokenSigner::new(secrets.token_key.clone()),
-            passwords: PasswordPolicy::new(config.signup.min_password_length, extra.as_deref()),
+            passwords: PasswordPolicy::new(config.signup.min_password_length, extra.as_deref())
+                .with_min_score(config.signup.min_password_score),
+            reserved: ReservedNames::new(&config.signup.reserved_names),
             queues,
             db,
             config,
         };
         core.reload_blocklist().await?;
+        let added = core.signups.backfill_skeletons().await?;
+        if added > 0 {
+            tracing::info!(added, "recorded the name skeletons of earlier signups");
+        }
         Ok(Arc::new(core))
     }
 

@@ -74,11 +74,16 @@ pub struct NameCheck {
 }
 
 const TAKEN: &str = "This name is already taken.";
+const LOOKALIKE: &str = "This name looks too much like one that is already taken.";
 const BLOCKED: &str = "This name is not allowed.";
+const RESERVED: &str = "This name is reserved for the system.";
 
 impl Core {
-    /// Availability problems of `username` and `uid` (blocklist, pending
-    /// signups, directory). `Err` when the directory or database fails.
+    /// Availability problems of `username` and `uid`: reserved names, the
+    /// blocklist (on the name as typed and its compatibility form, so
+    /// fullwidth letters don't slip past), pending and past signups (by name
+    /// and by confusable skeleton), and the directory (by its own equality
+    /// matching). `Err` when the directory or database fails.
     async fn availability(
         &self,
         username: &str,
@@ -87,30 +92,57 @@ impl Core {
         let (mut u, mut s) = (Vec::new(), Vec::new());
         {
             let list = self.blocklist.load();
-            if !username.is_empty() && list.matching(username).is_some() {
+            let blocked = |name: &str| {
+                !name.is_empty()
+                    && (list.matching(name).is_some()
+                        || list.matching(&names::compatibility_form(name)).is_some())
+            };
+            if self.reserved.contains(username) {
+                u.push(RESERVED.to_owned());
+            } else if blocked(username) {
                 u.push(BLOCKED.to_owned());
             }
-            if !uid.is_empty() && list.matching(uid).is_some() {
+            if self.reserved.contains(uid) {
+                s.push(RESERVED.to_owned());
+            } else if blocked(uid) {
                 s.push(BLOCKED.to_owned());
             }
         }
-        let (held, in_ldap) = tokio::join!(
+        let both = [username, uid];
+        let (held, lookalike, in_ldap) = tokio::join!(
             self.signups.names_held(username, uid),
+            self.signups.skeletons_held(&both),
             self.directory.names_in_use(username, uid)
         );
         let (held_u, held_s) = held?;
+        let lookalike = lookalike?;
         let in_ldap = in_ldap?;
-        if (held_u || in_ldap.username) && u.is_empty() {
-            u.push(TAKEN.to_owned());
+        if u.is_empty() {
+            if held_u || in_ldap.username {
+                u.push(TAKEN.to_owned());
+            } else if lookalike.first() == Some(&true) {
+                u.push(LOOKALIKE.to_owned());
+            }
         }
-        if (held_s || in_ldap.uid) && s.is_empty() {
-            s.push(TAKEN.to_owned());
+        if s.is_empty() {
+            if held_s || in_ldap.uid {
+                s.push(TAKEN.to_owned());
+            } else if lookalike.get(1) == Some(&true) {
+                s.push(LOOKALIKE.to_owned());
+            }
         }
         Ok((u, s))
     }
 
     /// Validates and stores a signup, then queues its activation mail.
     pub async fn submit_signup(&self, form: &SignupForm) -> Result<SignupOutcome, ServiceError> {
+        // Every field's size first: an oversized form costs a length check
+        // and nothing else (no normalising, similarity, lookups or hashing).
+        let oversized = oversized_fields(form);
+        if !oversized.is_empty() {
+            metrics::counter!("forge_idm_signups_refused_total").increment(1);
+            return Ok(SignupOutcome::Invalid(oversized));
+        }
         let mut errors = FieldErrors::new();
         let username = names::normalize_username(&form.username);
         let uid = form.shellname.trim().to_owned();
@@ -226,6 +258,15 @@ impl Core {
         username: &str,
         shellname: Option<&str>,
     ) -> Result<NameCheck, ServiceError> {
+        if username.len() > MAX_USERNAME_BYTES
+            || shellname.is_some_and(|s| s.len() > MAX_SHELL_NAME_BYTES)
+        {
+            return Ok(NameCheck {
+                username_errors: vec![TOO_LONG_USERNAME.to_owned()],
+                shellname_errors: vec![TOO_LONG_SHELL_NAME.to_owned()],
+                ..Default::default()
+            });
+        }
         let username = names::normalize_username(username);
         let mut out = NameCheck {
             username_errors: if username.is_empty() {
@@ -293,6 +334,77 @@ impl Core {
         }
         Ok(out)
     }
+}
+
+/// Raw size bounds of the signup form's fields, in bytes (a character is at
+/// most 4): generous for anything the rules accept, checked before any work.
+const MAX_USERNAME_BYTES: usize = 4 * 85;
+const MAX_SHELL_NAME_BYTES: usize = 4 * 32;
+const MAX_EMAIL_BYTES: usize = 254;
+const MAX_PASSWORD_BYTES: usize = 4 * crate::passwords::MAX_PASSWORD_CHARS;
+const MAX_TOKEN_BYTES: usize = 1024;
+const TOO_LONG_USERNAME: &str = "Use at most 85 characters.";
+const TOO_LONG_SHELL_NAME: &str = "Use at most 32 characters.";
+
+/// The fields of `form` over their size bound, with the error for each.
+fn oversized_fields(form: &SignupForm) -> FieldErrors {
+    let password = format!(
+        "Use at most {} characters.",
+        crate::passwords::MAX_PASSWORD_CHARS
+    );
+    let checks: [(&'static str, &str, usize, &str); 8] = [
+        (
+            "username",
+            &form.username,
+            MAX_USERNAME_BYTES,
+            TOO_LONG_USERNAME,
+        ),
+        (
+            "shellname",
+            &form.shellname,
+            MAX_SHELL_NAME_BYTES,
+            TOO_LONG_SHELL_NAME,
+        ),
+        (
+            "email",
+            &form.email,
+            MAX_EMAIL_BYTES,
+            "Enter a valid e-mail address.",
+        ),
+        ("password", &form.password, MAX_PASSWORD_BYTES, &password),
+        ("password2", &form.password2, MAX_PASSWORD_BYTES, &password),
+        (
+            "human_check",
+            &form.challenge,
+            MAX_TOKEN_BYTES,
+            "That answer is not right; please try again.",
+        ),
+        (
+            "human_check",
+            &form.human_check,
+            64,
+            "That answer is not right; please try again.",
+        ),
+        (
+            "human_check",
+            &form.website,
+            256,
+            "That answer is not right; please try again.",
+        ),
+    ];
+    let mut errors = FieldErrors::new();
+    for (field, value, max, message) in checks {
+        let too_long = value.len() > max
+            || (field.starts_with("password")
+                && value.chars().count() > crate::passwords::MAX_PASSWORD_CHARS);
+        if too_long {
+            let list = errors.entry(field).or_default();
+            if !list.iter().any(|m| m == message) {
+                list.push(message.to_owned());
+            }
+        }
+    }
+    errors
 }
 
 /// A plausible e-mail address: `local@domain.tld`, parseable by lettre.

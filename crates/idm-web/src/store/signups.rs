@@ -95,23 +95,82 @@ impl SignupStore {
         SignupStore { db }
     }
 
-    /// Inserts a pending signup; `Taken` when its names collide with another.
+    /// Inserts a pending signup with the skeletons of its names, in one
+    /// transaction; `Taken` when a name or a skeleton collides with another
+    /// signup's.
     pub async fn insert(&self, s: &NewSignup) -> Result<Signup, InsertError> {
         let key = s.username.to_lowercase();
         let nonce = new_nonce();
         let created = now();
-        let r = with_pool!(&self.db, p => sqlx::query(
-            "INSERT INTO signups (username, username_key, uid, email, password_hash, state, token_nonce, created_at) \
-             VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)")
-            .bind(&s.username).bind(&key).bind(&s.uid).bind(&s.email).bind(&s.password_hash)
-            .bind(&nonce).bind(created)
-            .execute(p).await.map(|_| ()));
+        let hashes = skeleton_hashes(&[&s.username, &s.uid]);
+        let r: Result<(), sqlx::Error> = with_pool!(&self.db, p => async {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "INSERT INTO signups (username, username_key, uid, email, password_hash, state, token_nonce, created_at) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)")
+                .bind(&s.username).bind(&key).bind(&s.uid).bind(&s.email).bind(&s.password_hash)
+                .bind(&nonce).bind(created)
+                .execute(&mut *tx).await?;
+            let (id,): (i64,) = sqlx::query_as("SELECT id FROM signups WHERE uid = ?")
+                .bind(&s.uid).fetch_one(&mut *tx).await?;
+            for h in &hashes {
+                sqlx::query("INSERT INTO name_skeletons (skeleton_hash, signup_id) VALUES (?, ?)")
+                    .bind(h).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }.await);
         match r {
             Ok(()) => {}
             Err(e) if crate::db::is_unique_violation(&e) => return Err(InsertError::Taken),
             Err(e) => return Err(InsertError::Db(e.into())),
         }
         self.by_uid(&s.uid).await?.ok_or(InsertError::Taken)
+    }
+
+    /// For each of `names`, whether a signup holds a name with its skeleton
+    /// (see [`crate::names::skeleton`]); an empty name is never held.
+    pub async fn skeletons_held(&self, names: &[&str]) -> Result<Vec<bool>, DbError> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if name.is_empty() {
+                out.push(false);
+                continue;
+            }
+            let [ci, cased] = skeleton_keys(name);
+            let row: Option<(i64,)> = with_pool!(&self.db, p => sqlx::query_as(
+                "SELECT signup_id FROM name_skeletons WHERE skeleton_hash IN (?, ?) LIMIT 1")
+                .bind(&ci).bind(&cased).fetch_optional(p).await?);
+            out.push(row.is_some());
+        }
+        Ok(out)
+    }
+
+    /// Records the skeletons of signups stored before skeletons were kept
+    /// (once, at start-up; a skeleton another signup holds already is
+    /// skipped). Returns how many rows it added.
+    pub async fn backfill_skeletons(&self) -> Result<u64, DbError> {
+        let rows: Vec<(i64, String, String)> = with_pool!(&self.db, p => sqlx::query_as(
+            "SELECT id, username, uid FROM signups WHERE id NOT IN (SELECT signup_id FROM name_skeletons)")
+            .fetch_all(p).await?);
+        let mut added = 0;
+        for (id, username, uid) in rows {
+            for h in skeleton_hashes(&[&username, &uid]) {
+                let r = with_pool!(&self.db, p => sqlx::query(
+                    "INSERT INTO name_skeletons (skeleton_hash, signup_id) VALUES (?, ?)")
+                    .bind(&h).bind(id).execute(p).await.map(drop));
+                match r {
+                    Ok(()) => added += 1,
+                    Err(e) if crate::db::is_unique_violation(&e) => {
+                        tracing::warn!(
+                            signup = id,
+                            "signup names look like another signup's; kept as they are"
+                        );
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(added)
     }
 
     /// The signup with `id`.
@@ -221,6 +280,31 @@ impl SignupStore {
             .bind(at).bind(id).execute(p).await.map(drop)?);
         Ok(())
     }
+}
+
+/// The keys of `name` in `name_skeletons`: SHA-256 (hex) of its
+/// case-insensitive and of its case-preserving skeleton (see
+/// [`crate::names::skeleton`]), each with its own prefix.
+fn skeleton_keys(name: &str) -> [String; 2] {
+    use sha2::Digest;
+    let key = |kind: &str, skeleton: String| {
+        hex::encode(sha2::Sha256::digest(
+            format!("{kind}:{skeleton}").as_bytes(),
+        ))
+    };
+    [
+        key("i", crate::names::skeleton(name)),
+        key("c", crate::names::cased_skeleton(name)),
+    ]
+}
+
+/// The distinct skeleton keys of `names` (a username and shell name that
+/// look alike share entries).
+fn skeleton_hashes(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().flat_map(|n| skeleton_keys(n)).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn const_format(where_clause: &str) -> String {

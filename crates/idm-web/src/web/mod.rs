@@ -50,6 +50,7 @@ pub struct RateLimits {
     login_ip: DefaultKeyedRateLimiter<IpAddr>,
     login_account: DefaultKeyedRateLimiter<String>,
     email_change_account: DefaultKeyedRateLimiter<String>,
+    check_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl RateLimits {
@@ -64,6 +65,7 @@ impl RateLimits {
             email_change_account: RateLimiter::keyed(Quota::per_hour(nz(
                 c.email_change_per_account_per_hour
             ))),
+            check_ip: RateLimiter::keyed(Quota::per_minute(nz(c.check_per_ip_per_minute))),
         }
     }
 
@@ -73,6 +75,7 @@ impl RateLimits {
         self.login_ip.retain_recent();
         self.login_account.retain_recent();
         self.email_change_account.retain_recent();
+        self.check_ip.retain_recent();
     }
 }
 

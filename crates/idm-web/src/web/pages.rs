@@ -33,6 +33,11 @@ pub struct SessionUser {
 
 use crate::store::sessions::SESSION_USER_KEY as USER_KEY;
 
+/// The longest login name looked up (a username is at most 85 characters).
+const MAX_LOGIN_BYTES: usize = 4 * 85;
+/// The longest password tried at login.
+const MAX_LOGIN_PASSWORD_BYTES: usize = 4 * crate::passwords::MAX_PASSWORD_CHARS;
+
 async fn current_user(session: &Session) -> Option<SessionUser> {
     session.get::<SessionUser>(USER_KEY).await.ok().flatten()
 }
@@ -302,26 +307,38 @@ pub(super) async fn login_submit(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let login = form.login.trim().to_owned();
-    if state.limits().login_ip.check_key(&ip).is_err()
-        || state
-            .limits()
-            .login_account
-            .check_key(&login.to_lowercase())
-            .is_err()
-    {
-        metrics::counter!("forge_idm_rate_limited_total", "what" => "login").increment(1);
+    if state.limits().login_ip.check_key(&ip).is_err() {
+        return login_limited(&state, &csrf, &login);
+    }
+    // Bounded before any lookup: no name or password of ours is this long.
+    if login.len() > MAX_LOGIN_BYTES || form.password.len() > MAX_LOGIN_PASSWORD_BYTES {
+        metrics::counter!("forge_idm_logins_total", "result" => "refused").increment(1);
         return login_page(
             &state,
-            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::UNAUTHORIZED,
             &csrf,
-            &login,
-            Some("Too many login attempts. Please wait a minute and try again."),
+            "",
+            Some("Wrong username or password."),
         );
+    }
+    // The per-account limit is keyed by the account the name resolves to
+    // (by the directory's own matching), so case, space or look-alike
+    // spellings of one name share one budget; an unknown name by its skeleton.
+    let account = match state.core.directory.resolve_login(&login).await {
+        Ok(a) => a,
+        Err(e) => return login_unavailable(&state, &csrf, &login, &e),
+    };
+    let key = match &account {
+        Some(a) => format!("uid:{}", a.uid),
+        None => format!("name:{}", crate::names::skeleton(&login)),
+    };
+    if state.limits().login_account.check_key(&key).is_err() {
+        return login_limited(&state, &csrf, &login);
     }
     match state
         .core
         .directory
-        .authenticate(&login, &form.password)
+        .verify_password(account.as_ref(), &form.password)
         .await
     {
         Ok(Some(user)) => {
@@ -353,17 +370,35 @@ pub(super) async fn login_submit(
                 Some("Wrong username or password."),
             )
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "login: directory unavailable");
-            login_page(
-                &state,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &csrf,
-                &login,
-                Some("The account directory cannot be reached right now. Please try again later."),
-            )
-        }
+        Err(e) => login_unavailable(&state, &csrf, &login, &e),
     }
+}
+
+fn login_limited(state: &AppState, csrf: &CsrfToken, login: &str) -> Response {
+    metrics::counter!("forge_idm_rate_limited_total", "what" => "login").increment(1);
+    login_page(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        csrf,
+        login,
+        Some("Too many login attempts. Please wait a minute and try again."),
+    )
+}
+
+fn login_unavailable(
+    state: &AppState,
+    csrf: &CsrfToken,
+    login: &str,
+    e: &crate::directory::DirectoryError,
+) -> Response {
+    tracing::warn!(error = %e, "login: directory unavailable");
+    login_page(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        csrf,
+        login,
+        Some("The account directory cannot be reached right now. Please try again later."),
+    )
 }
 
 pub(super) async fn logout(session: Session) -> Response {
@@ -398,8 +433,20 @@ pub(super) struct CheckQuery {
 
 pub(super) async fn check_names(
     State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Query(q): Query<CheckQuery>,
 ) -> Response {
+    // Each check asks the directory and the database: limited per client,
+    // so the endpoint is no fast oracle for which names exist.
+    if state.limits().check_ip.check_key(&ip).is_err() {
+        metrics::counter!("forge_idm_rate_limited_total", "what" => "name_check").increment(1);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
+            Json(serde_json::json!({"error": "too many name checks; try again in a minute"})),
+        )
+            .into_response();
+    }
     match state
         .core
         .check_names(&q.username, q.shellname.as_deref())
