@@ -25,6 +25,8 @@ declare -A FORGE_PKG_OF=(
   [strip]=binutils
   [ssh-keygen]=openssh-client
   [openssl]=openssl
+  [oidentd]=oidentd
+  [useradd]=passwd
 )
 
 # ensure_binaries BIN... : installs the packages for missing binaries.

@@ -3,12 +3,15 @@
 //!
 //! Every key is documented in `docs/proxylistener.md`. Sections:
 //! `[ident]` (how clients are authenticated), `[policy]` (what a tool may
-//! register), `[limits]` (line length, timeouts, connections),
+//! register), `[route_budget]` (what a tool's patterns may cost),
+//! `[ownership]` (checking who serves a backend), `[limits]` (line length,
+//! timeouts, connections),
 //! `[durability]` (replica acknowledgement), `[redis]` and `[log]`.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use forge_core::PatternBudget;
 use forge_core::config::{ConfigError, ConfigSource, Loaded};
 use forge_core::redis::RedisSettings;
 use forge_core::telemetry::LogSettings;
@@ -37,6 +40,10 @@ pub struct Config {
     pub ident: IdentSettings,
     /// What a tool may register.
     pub policy: Policy,
+    /// What a tool's route patterns may cost (per pattern, per tool).
+    pub route_budget: PatternBudget,
+    /// Checking that a backend is served by the tool that registers it.
+    pub ownership: Ownership,
     /// Bounds on what a client may send and how long it may take.
     pub limits: Limits,
     /// Replica acknowledgement of writes.
@@ -58,6 +65,8 @@ impl Default for Config {
             project: "tools".into(),
             ident: IdentSettings::default(),
             policy: Policy::default(),
+            route_budget: PatternBudget::default(),
+            ownership: Ownership::default(),
             limits: Limits::default(),
             durability: Durability::default(),
             redis: RedisSettings::default(),
@@ -134,6 +143,56 @@ impl Policy {
                 .backend_networks
                 .iter()
                 .any(|n| n.contains(&canonical_ip(backend)))
+    }
+}
+
+/// The `[ownership]` section: a backend must be served by the registering
+/// tool. proxylistener connects to the backend and asks the backend host's
+/// identd who owns the server end of that connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ownership {
+    /// Whether backends are checked at all.
+    pub verify: bool,
+    /// How long a backend that is not listening at registration time has to
+    /// start listening before its route is removed, ms.
+    pub within_ms: u64,
+    /// How often such a backend is tried again, ms.
+    pub retry_interval_ms: u64,
+    /// Connecting to the backend, ms.
+    pub connect_timeout_ms: u64,
+    /// The identd port on backend hosts; unset: `ident.port`.
+    pub ident_port: Option<u16>,
+    /// Registrations waiting for their backend to listen, at most; beyond,
+    /// registrations of backends that don't listen yet are refused.
+    pub max_pending: usize,
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Ownership {
+            verify: true,
+            within_ms: 60_000,
+            retry_interval_ms: 500,
+            connect_timeout_ms: 1000,
+            ident_port: None,
+            max_pending: 4096,
+        }
+    }
+}
+
+impl Ownership {
+    /// The bound for a backend to start listening.
+    pub fn within(&self) -> Duration {
+        Duration::from_millis(self.within_ms)
+    }
+    /// The pause between attempts.
+    pub fn retry_interval(&self) -> Duration {
+        Duration::from_millis(self.retry_interval_ms.max(1))
+    }
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.max(1))
     }
 }
 
@@ -221,6 +280,31 @@ impl Config {
                 "limits.max_line_bytes",
                 "must be between 64 and 65536 (a backend URL alone may take 512)",
             ));
+        }
+        let o = &self.ownership;
+        if !(100..=3_600_000).contains(&o.within_ms) {
+            return Err(loaded.invalid(
+                "ownership.within_ms",
+                "must be between 100 and 3600000 (an hour)",
+            ));
+        }
+        if o.retry_interval_ms < 10 || o.retry_interval_ms > o.within_ms {
+            return Err(loaded.invalid(
+                "ownership.retry_interval_ms",
+                "must be at least 10 and at most ownership.within_ms",
+            ));
+        }
+        if o.connect_timeout_ms == 0 || o.connect_timeout_ms > 60_000 {
+            return Err(loaded.invalid(
+                "ownership.connect_timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if o.ident_port == Some(0) {
+            return Err(loaded.invalid("ownership.ident_port", "must not be 0"));
+        }
+        if o.max_pending == 0 {
+            return Err(loaded.invalid("ownership.max_pending", "must be at least 1"));
         }
         if self.limits.max_connections == 0 {
             return Err(loaded.invalid("limits.max_connections", "must be at least 1"));

@@ -179,7 +179,15 @@ async fn read_reply(stream: &mut TcpStream, addr: SocketAddr) -> Result<String, 
     if buf.last() == Some(&b'\r') {
         buf.pop();
     }
-    String::from_utf8(buf).map_err(|_| IdentError::Malformed("not UTF-8 text".into()))
+    let line =
+        String::from_utf8(buf).map_err(|_| IdentError::Malformed("not UTF-8 text".into()))?;
+    if let Some(c) = line.chars().find(|c| c.is_control()) {
+        return Err(IdentError::Malformed(format!(
+            "the reply contains the control character U+{:04X}",
+            u32::from(c)
+        )));
+    }
+    Ok(line)
 }
 
 /// Parses an ident reply line (without line end) about the connection

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod ident;
+pub mod ownership;
 pub mod protocol;
 pub mod server;
 pub mod store;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use forge_core::{CheckState, Shutdown, StatusBoard};
 
 pub use config::Config;
+pub use ownership::PendingChecks;
 pub use server::{Context, run};
 pub use store::{RouteStore, StoreError};
 

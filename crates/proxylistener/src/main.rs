@@ -163,6 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Context {
             config: live,
             store: store.clone(),
+            pending: proxylistener::PendingChecks::default(),
         },
         shutdown,
     )

@@ -101,6 +101,16 @@ pub enum ReadError {
         /// Which line.
         what: &'static str,
     },
+    /// A line contains a control character (CR inside the line, ESC, …):
+    /// such text would forge log lines or terminal output wherever it is
+    /// shown.
+    #[error("the {what} line contains the control character U+{code:04X}")]
+    ControlChar {
+        /// Which line.
+        what: &'static str,
+        /// The character's code point.
+        code: u32,
+    },
     /// Reading failed (connection reset…).
     #[error("connection error while reading the {what} line: {reason}")]
     Io {
@@ -121,6 +131,7 @@ impl ReadError {
             ReadError::MissingLine { .. } => "missing_line",
             ReadError::Timeout { .. } => "timeout",
             ReadError::NotUtf8 { .. } => "not_utf8",
+            ReadError::ControlChar { .. } => "control_char",
             ReadError::Io { .. } => "io",
         }
     }
@@ -176,9 +187,14 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     if buf.len() > limit {
         return Err(ReadError::LineTooLong { what, limit });
     }
-    String::from_utf8(buf)
-        .map(Line::Text)
-        .map_err(|_| ReadError::NotUtf8 { what })
+    let text = String::from_utf8(buf).map_err(|_| ReadError::NotUtf8 { what })?;
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(ReadError::ControlChar {
+            what,
+            code: u32::from(c),
+        });
+    }
+    Ok(Line::Text(text))
 }
 
 /// Reads one request. The caller bounds the whole call with its timeout;
@@ -318,6 +334,20 @@ mod tests {
         assert_eq!(
             read(b"register\n\xff\xfe\n", 100).await,
             Err(ReadError::NotUtf8 { what: "route" })
+        );
+        assert_eq!(
+            read(b"register\n.*\x1b[2J\nhttp://h:1\n", 100).await,
+            Err(ReadError::ControlChar {
+                what: "route",
+                code: 0x1b
+            })
+        );
+        assert_eq!(
+            read(b"register\n.*\nhttp://h:1\rFAKE\n", 100).await,
+            Err(ReadError::ControlChar {
+                what: "url",
+                code: 0x0d
+            })
         );
     }
 

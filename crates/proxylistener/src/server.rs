@@ -4,27 +4,36 @@
 //! Per connection, in order (nothing is written unless every step passes):
 //!
 //! 1. read the request (bounded lines, one deadline for the whole request);
-//! 2. validate the route (a linear-time regex under a length cap) and the
+//! 2. validate the route (no control characters, a linear-time regex under a
+//!    length cap and the compiled-size budget `[route_budget]`) and the
 //!    backend URL (`http(s)://<ip>:<port>`, port in range, host = the client
 //!    or inside `policy.backend_networks`);
 //! 3. ident: the client's identd must name `<project>.<tool>` for exactly
 //!    this connection;
-//! 4. one atomic Redis script; `ok` only after Redis confirmed it.
+//! 4. ownership ([`crate::ownership`]): a backend that already listens must
+//!    be served by that tool; one that doesn't yet is watched after the reply;
+//! 5. one atomic Redis script (refusing a tool's pattern over its
+//!    patterns-per-tool budget); `ok` only after Redis confirmed it.
 //!
-//! Every refusal is logged with the peer and the reason and counted in
-//! `forge_proxylistener_requests_total{outcome}`.
+//! Every refusal is logged with the peer and the reason (control characters
+//! escaped) and counted in `forge_proxylistener_requests_total{outcome}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forge_core::{BackendUrl, Reloadable, RoutePattern, Shutdown, ToolName};
+use forge_core::schema::{MAX_PATTERN_COMPILED_BYTES, MAX_PATTERNS_PER_TOOL};
+use forge_core::{
+    BackendUrl, PatternBudget, Reloadable, RoutePattern, SchemaError, Shutdown, ToolName,
+    escape_controls,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, canonical_ip};
 use crate::ident::{IdentQuery, tool_of_user};
+use crate::ownership::{PendingChecks, Verdict, count as count_ownership, judge, probe};
 use crate::protocol::{Command, RawRequest, ReadError, Reply, RequestReader};
 use crate::store::{RouteStore, StoreError};
 
@@ -35,6 +44,8 @@ pub struct Context {
     pub config: Arc<Reloadable<Config>>,
     /// Where registrations are written.
     pub store: RouteStore,
+    /// Registrations whose backend did not listen yet, being watched.
+    pub pending: PendingChecks,
 }
 
 /// The outcome of one request: the reply plus labels for logs and metrics.
@@ -73,8 +84,9 @@ pub async fn run(listener: TcpListener, ctx: Context, shutdown: Shutdown) -> std
         // Reap finished connection tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
         let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            handle(stream, peer, &ctx).await;
+            handle(stream, peer, &ctx, &shutdown).await;
             drop(permit);
         });
     }
@@ -91,7 +103,7 @@ pub async fn run(listener: TcpListener, ctx: Context, shutdown: Shutdown) -> std
 }
 
 /// Handles one connection: one request, one reply, close.
-async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
+async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context, shutdown: &Shutdown) {
     let started = Instant::now();
     metrics::gauge!("forge_proxylistener_connections").increment(1.0);
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -99,7 +111,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::with_capacity(1024, read);
     let config = ctx.config.get();
-    let outcome = process(&mut reader, peer, local_port, &config, &ctx.store).await;
+    let outcome = process(&mut reader, peer, local_port, &config, ctx, shutdown).await;
 
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = write.write_all(&outcome.reply.to_wire()).await;
@@ -120,6 +132,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Context) {
     match &outcome.reply {
         Reply::Ok => tracing::info!(%peer, command, tool, "ok"),
         Reply::Fail(reason) => {
+            let reason = escape_controls(reason);
             tracing::warn!(%peer, command, tool, outcome = outcome.label, %reason, "refused")
         }
     }
@@ -138,8 +151,9 @@ async fn process(
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     peer: SocketAddr,
     local_port: u16,
-    config: &Config,
-    store: &RouteStore,
+    config: &Arc<Config>,
+    ctx: &Context,
+    shutdown: &Shutdown,
 ) -> Outcome {
     // 1. Read.
     let mut request_reader = RequestReader::default();
@@ -158,7 +172,7 @@ async fn process(
         Ok(Err(e)) => return Outcome::fail(e.label(), e),
         Ok(Ok(raw)) => raw,
     };
-    let mut outcome = carry_out(raw.clone(), peer, local_port, config, store).await;
+    let mut outcome = carry_out(raw.clone(), peer, local_port, config, ctx, shutdown).await;
     outcome.command = Some(raw.command);
     outcome
 }
@@ -167,13 +181,30 @@ async fn carry_out(
     raw: RawRequest,
     peer: SocketAddr,
     local_port: u16,
-    config: &Config,
-    store: &RouteStore,
+    config: &Arc<Config>,
+    ctx: &Context,
+    shutdown: &Shutdown,
 ) -> Outcome {
-    // 2. Validate.
-    let route = match RoutePattern::parse(&raw.route) {
+    let store = &ctx.store;
+    // 2. Validate. A route is removable even if it is over today's budget
+    // (registered before it was lowered); only new ones must fit.
+    let budget = match raw.command {
+        Command::Unregister => {
+            PatternBudget::new(MAX_PATTERN_COMPILED_BYTES, MAX_PATTERNS_PER_TOOL)
+                .unwrap_or(config.route_budget)
+        }
+        _ => config.route_budget,
+    };
+    let route = match RoutePattern::parse_within(&raw.route, &budget) {
         Ok(r) => r,
-        Err(e) => return Outcome::fail("bad_route", format!("bad route: {e}")),
+        Err(e) => {
+            let label = match &e {
+                SchemaError::PatternOverBudget(_) => "route_over_budget",
+                SchemaError::PatternControlChar(_) => "control_char",
+                _ => "bad_route",
+            };
+            return Outcome::fail(label, format!("bad route: {e}"));
+        }
     };
     let backend = match raw.url.as_deref().map(BackendUrl::parse) {
         None => None,
@@ -205,14 +236,51 @@ async fn carry_out(
         }
     };
 
-    // 4. Write.
-    let result = match (raw.command, backend) {
+    // 4. Ownership of a backend that already listens; one that doesn't yet
+    // is watched once the route is written.
+    let mut watch_later = false;
+    if config.ownership.verify
+        && let Some(url) = &backend
+        && let Some(ip) = url.ip()
+    {
+        let ident_port = config.ownership.ident_port.unwrap_or(config.ident.port);
+        let seen = probe(SocketAddr::new(ip, url.port()), ident_port, config).await;
+        match judge(&seen, url, &tool, &config.project) {
+            Verdict::Verified => count_ownership("verified"),
+            Verdict::NotListening => watch_later = true,
+            Verdict::Refused(label, reason) => {
+                count_ownership(label);
+                return Outcome {
+                    reply: Reply::Fail(reason),
+                    label,
+                    command: None,
+                    tool: Some(tool),
+                };
+            }
+        }
+        if watch_later && ctx.pending.pending() >= config.ownership.max_pending {
+            return Outcome {
+                reply: Reply::Fail(format!(
+                    "backend {} is not listening and {} registrations already wait for theirs; start the server first, then register",
+                    url.authority(),
+                    config.ownership.max_pending
+                )),
+                label: "too_many_pending",
+                command: None,
+                tool: Some(tool),
+            };
+        }
+    }
+
+    // 5. Write.
+    let result = match (raw.command, backend.clone()) {
         (Command::Register, Some(url)) => store
             .register(
                 &tool,
                 route.as_str(),
                 url.as_str(),
                 None,
+                &config.route_budget,
                 &config.durability,
             )
             .await
@@ -225,6 +293,7 @@ async fn carry_out(
                     route.as_str(),
                     url.as_str(),
                     Some(&canonical),
+                    &config.route_budget,
                     &config.durability,
                 )
                 .await
@@ -240,7 +309,26 @@ async fn carry_out(
         Err(e) => (Reply::Fail(e.to_string()), e.label()),
     };
     if label == "kept_foreign" {
-        tracing::info!(%peer, tool = %tool, route = %route, outcome = label, "unregister left the route in place");
+        let route = escape_controls(route.as_str());
+        tracing::info!(%peer, tool = %tool, %route, outcome = label, "unregister left the route in place");
+    }
+    if watch_later
+        && reply == Reply::Ok
+        && let Some(url) = &backend
+    {
+        count_ownership("deferred");
+        let watched = ctx.pending.watch(
+            &tool,
+            route.as_str(),
+            url,
+            Arc::clone(config),
+            store.clone(),
+            shutdown.clone(),
+        );
+        if !watched {
+            // Only when the cap filled up between the check above and now.
+            tracing::warn!(%peer, tool = %tool, backend = %url, "backend not listening and too many registrations wait for theirs: this one is not watched");
+        }
     }
     Outcome {
         reply,

@@ -18,14 +18,22 @@
 use std::time::Duration;
 
 use forge_core::redis::RedisSettings;
-use forge_core::{RedisKey, ToolName};
+use forge_core::{PatternBudget, RedisKey, ToolName};
 use fred::prelude::*;
 
 use crate::config::Durability;
 
 /// Registers a route. KEYS: `prefix:<tool>`, `redirect:<tool>`. ARGV: route,
-/// backend URL, canonical name (`''` = not canonical), change channel, tool.
+/// backend URL, canonical name (`''` = not canonical), change channel, tool,
+/// patterns-per-tool budget. Returns 1, or `-<patterns the tool has>` when a
+/// new route would exceed the budget (nothing written).
 pub const REGISTER_LUA: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  local have = redis.call('HLEN', KEYS[1])
+  if have >= tonumber(ARGV[6]) then
+    return -have
+  end
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
@@ -76,6 +84,9 @@ pub enum StoreError {
         /// How long we waited.
         timeout_ms: u64,
     },
+    /// A new route would take the tool over its patterns-per-tool budget.
+    #[error("{0}")]
+    OverBudget(forge_core::SchemaError),
     /// Any other Redis error.
     #[error("redis error: {0}")]
     Other(String),
@@ -89,6 +100,7 @@ impl StoreError {
             StoreError::Timeout(_) => "redis_timeout",
             StoreError::Unavailable(_) => "redis_unavailable",
             StoreError::NotReplicated { .. } => "not_replicated",
+            StoreError::OverBudget(_) => "too_many_patterns",
             StoreError::Other(_) => "redis_error",
         }
     }
@@ -153,13 +165,15 @@ impl RouteStore {
     }
 
     /// Registers `route` → `url` for `tool`; with `canonical`, also the
-    /// `redirect:` entry naming it.
+    /// `redirect:` entry naming it. A new route is refused when the tool
+    /// already has `budget`'s patterns-per-tool.
     pub async fn register(
         &self,
         tool: &ToolName,
         route: &str,
         url: &str,
         canonical: Option<&str>,
+        budget: &PatternBudget,
         durability: &Durability,
     ) -> Result<(), StoreError> {
         let client = self.pool.next();
@@ -173,11 +187,23 @@ impl RouteStore {
             canonical.unwrap_or("").to_owned(),
             RedisKey::RoutesChanged.to_key(),
             tool.to_string(),
+            budget.max_patterns_per_tool().to_string(),
         ];
-        client
-            .eval::<i64, _, _, _>(REGISTER_LUA, keys, args)
+        let written: i64 = client
+            .eval(REGISTER_LUA, keys, args)
             .await
             .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
+        if written <= 0 {
+            let have = usize::try_from(-written).unwrap_or(usize::MAX);
+            return Err(StoreError::OverBudget(
+                budget.check_count(have.saturating_add(1)).err().unwrap_or(
+                    forge_core::SchemaError::TooManyPatterns {
+                        have,
+                        max: budget.max_patterns_per_tool(),
+                    },
+                ),
+            ));
+        }
         self.wait_replicas(client, durability).await
     }
 

@@ -93,7 +93,12 @@ async fn one_case(addr: std::net::SocketAddr, seed: u64) {
 
 #[tokio::test]
 async fn fuzzed_input_never_crashes_or_writes_what_it_shouldnt() {
-    let h = Harness::start().await;
+    // Room for every pattern the cases may register, so the final
+    // registration below is not refused by the patterns-per-tool budget.
+    let h = Harness::start_with(|c| {
+        c.route_budget = forge_core::PatternBudget::new(16 * 1024, 1024).unwrap();
+    })
+    .await;
     let mut seeds = 0..600u64;
     loop {
         let batch: Vec<u64> = seeds.by_ref().take(50).collect();

@@ -213,9 +213,13 @@ async fn unregister_leaves_a_moved_backend_alone() {
 
 #[tokio::test]
 async fn backend_networks_allow_exceptions() {
-    let h =
-        Harness::start_with(|c| c.policy.backend_networks = vec!["10.1.0.0/16".parse().unwrap()])
-            .await;
+    // 10.1.2.3 is no real host here: the ownership check (adversarial.rs)
+    // would refuse it, and this test is about the address policy.
+    let h = Harness::start_with(|c| {
+        c.policy.backend_networks = vec!["10.1.0.0/16".parse().unwrap()];
+        c.ownership.verify = false;
+    })
+    .await;
     assert_eq!(h.send(&register(".*", "http://10.1.2.3:6000")).await, "ok");
     let reply = h.send(&register(".*", "http://10.2.0.1:6000")).await;
     assert!(reply.contains("not this client's address"), "{reply}");
@@ -225,7 +229,11 @@ async fn backend_networks_allow_exceptions() {
 
 #[tokio::test]
 async fn many_concurrent_clients() {
-    let h = Harness::start().await;
+    // 100 patterns of one tool: over the default patterns-per-tool budget.
+    let h = Harness::start_with(|c| {
+        c.route_budget = forge_core::PatternBudget::new(16 * 1024, 128).unwrap();
+    })
+    .await;
     let mut tasks = Vec::new();
     for i in 0..100 {
         let addr = h.addr;

@@ -167,3 +167,60 @@ async fn answer(stream: TcpStream, table: Arc<Mutex<Table>>) {
     let _ = write.write_all(reply.as_bytes()).await;
     let _ = write.shutdown().await;
 }
+
+/// A real `oidentd` (Debian's `oidentd`) on a free loopback port: it answers
+/// from the kernel's socket table, so the user it names is whoever really
+/// owns the socket. Tests use it to check who serves a backend port. Its
+/// configuration forbids every user-controlled answer (spoofing, hiding,
+/// random names). Stopped when dropped.
+#[derive(Debug)]
+pub struct Oidentd {
+    port: u16,
+    _child: crate::process::ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+/// oidentd's configuration: no user may change what it answers.
+const OIDENTD_CONF: &str = "default {\n\tdefault {\n\t\tdeny spoof\n\t\tdeny spoof_all\n\t\tdeny spoof_privport\n\t\tdeny random\n\t\tdeny random_numeric\n\t\tdeny numeric\n\t\tdeny hide\n\t\tdeny forward\n\t}\n}\n";
+
+impl Oidentd {
+    /// Starts `oidentd` in the foreground on a free loopback port.
+    ///
+    /// # Errors
+    ///
+    /// When `oidentd` is not installed, or does not answer within 20 s.
+    pub async fn start() -> Result<Self> {
+        let binary = crate::process::find_binary("oidentd", "oidentd")?;
+        let dir = crate::process::scratch_dir("oidentd")?;
+        let conf = dir.path().join("oidentd.conf");
+        std::fs::write(&conf, OIDENTD_CONF)
+            .map_err(|e| TestSupportError::io("writing oidentd.conf", e))?;
+        let port = crate::ports::free_port();
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["-i", "-S", "-a", "127.0.0.1", "-t", "10"])
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-C")
+            .arg(&conf)
+            .args(["-u", "nobody", "-g", "nogroup"]);
+        let mut child =
+            crate::process::ChildGuard::spawn("oidentd", command, &dir.path().join("log"))?;
+        let addr = crate::ports::loopback(port);
+        child
+            .wait_ready(addr, std::time::Duration::from_secs(20), || async move {
+                TcpStream::connect(addr).await.is_ok()
+            })
+            .await?;
+        Ok(Oidentd {
+            port,
+            _child: child,
+            _dir: dir,
+        })
+    }
+
+    /// The loopback port it answers on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}

@@ -12,7 +12,8 @@
 //! | [`ports`]   | free loopback ports, waiting for a port to accept connections         |
 //! | [`process`] | [`ChildGuard`]: a child process killed on drop, SIGSTOP/SIGCONT/SIGKILL |
 //! | [`redis`]   | [`RedisServer`] (master or replica) and [`SentinelServer`]            |
-//! | [`identd`]  | [`Identd`]: an RFC 1413 ident server answering from a table           |
+//! | [`identd`]  | [`Identd`]: an RFC 1413 ident server answering from a table; [`Oidentd`]: Debian's oidentd, answering from the kernel's socket table |
+//! | [`users`]   | system users for tests ([`ensure_user`]) and [`ListenerAs`]: a TCP server run as one of them |
 //! | [`ldap`]    | [`Slapd`]: OpenLDAP with mdb, ppolicy, argon2 and the openssh-lpk schema |
 //! | [`sql`]     | [`SqliteDb`] and [`MariaDb`] (a fresh database on a test-owned mariadbd) |
 //! | [`smtp`]    | [`SmtpSink`]: an SMTP server capturing every message it is sent        |
@@ -38,13 +39,15 @@ pub mod process;
 pub mod redis;
 pub mod smtp;
 pub mod sql;
+pub mod users;
 
 pub use browser::Chromedriver;
 pub use error::{Result, TestSupportError};
-pub use identd::{IdentAnswer, Identd};
+pub use identd::{IdentAnswer, Identd, Oidentd};
 pub use ldap::{Slapd, SlapdBuilder};
 pub use ports::{free_port, wait_for_port};
 pub use process::ChildGuard;
 pub use redis::{RedisServer, RedisServerBuilder, SentinelServer, SentinelServerBuilder};
 pub use smtp::{CapturedMail, SmtpSink};
 pub use sql::{MariaDb, MariaDbServer, SqliteDb};
+pub use users::{ListenerAs, UserIds, ensure_user};

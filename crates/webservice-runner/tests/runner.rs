@@ -57,6 +57,7 @@ async fn env() -> Env {
         proxylistener::Context {
             config: Reloadable::new(config),
             store,
+            pending: proxylistener::PendingChecks::default(),
         },
         shutdown.clone(),
     ));

@@ -11,7 +11,7 @@ use forge_core::redis::RedisSettings;
 use forge_core::{Reloadable, Shutdown};
 use forge_test_support::{IdentAnswer, Identd, RedisServer};
 use fred::prelude::*;
-use proxylistener::{Config, Context, RouteStore};
+use proxylistener::{Config, Context, PendingChecks, RouteStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -25,6 +25,7 @@ pub struct Harness {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     pub db: Client,
     pub config: std::sync::Arc<Reloadable<Config>>,
+    pub pending: PendingChecks,
 }
 
 pub fn test_config(redis_url: &str, ident_port: u16) -> Config {
@@ -60,9 +61,11 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let live = Reloadable::new(config);
+        let pending = PendingChecks::default();
         let ctx = Context {
             config: std::sync::Arc::clone(&live),
             store,
+            pending: pending.clone(),
         };
         let task = tokio::spawn(proxylistener::run(listener, ctx, shutdown.clone()));
         let db = RedisSettings::for_url(&redis.url()).client().unwrap();
@@ -75,6 +78,7 @@ impl Harness {
             task,
             db,
             config: live,
+            pending,
         }
     }
 
