@@ -27,18 +27,49 @@ declare -A FORGE_PKG_OF=(
   [openssl]=openssl
   [oidentd]=oidentd
   [useradd]=passwd
+  [sudo]=sudo
+  [lighttpd]=lighttpd
+  [php-cgi]=php-cgi
+  [uwsgi]=uwsgi
+  [sge_qmaster]=gridengine-master
+  [sge_execd]=gridengine-exec
+  [qsub]=gridengine-client
+  [qconf]=gridengine-client
 )
 
-# ensure_binaries BIN... : installs the packages for missing binaries.
+# file -> Debian package, for what has no binary of its own
+declare -A FORGE_PKG_OF_FILE=(
+  [/usr/lib/uwsgi/plugins/python3_plugin.so]=uwsgi-plugin-python3
+)
+
+# ensure_binaries BIN... : installs the packages for missing binaries (and
+# for the missing files of FORGE_PKG_OF_FILE).
 ensure_binaries() {
-  local missing=() bin pkg
+  local missing=() bin pkg file
   for bin in "$@"; do
     if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
       pkg=${FORGE_PKG_OF[$bin]:-$bin}
       [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
     fi
   done
+  for file in "${!FORGE_PKG_OF_FILE[@]}"; do
+    if [ ! -e "$file" ]; then
+      pkg=${FORGE_PKG_OF_FILE[$file]}
+      [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+    fi
+  done
   [ ${#missing[@]} -eq 0 ] && return 0
+  # Grid Engine: the tests bring up cells of their own; the package must not
+  # configure (and start) a default cell.
+  if [[ " ${missing[*]} " == *" gridengine-"* ]] && [ "$(id -u)" -eq 0 ]; then
+    printf '%s\n' \
+      'gridengine-common shared/gridengineconfig boolean false' \
+      'gridengine-master shared/gridengineconfig boolean false' \
+      'gridengine-client shared/gridengineconfig boolean false' \
+      'gridengine-exec shared/gridengineconfig boolean false' \
+      'gridengine-common shared/gridenginecell string default' \
+      'gridengine-common shared/gridenginemaster string localhost' | debconf-set-selections
+  fi
   local cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then
     echo "==> installing: ${missing[*]}"

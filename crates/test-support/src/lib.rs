@@ -18,6 +18,9 @@
 //! | [`sql`]     | [`SqliteDb`] and [`MariaDb`] (a fresh database on a test-owned mariadbd) |
 //! | [`smtp`]    | [`SmtpSink`]: an SMTP server capturing every message it is sent        |
 //! | [`browser`] | [`Chromedriver`] and headless Chromium sessions through fantoccini    |
+//! | [`grid`]    | [`GridCell`]: a private single-host Son of Grid Engine cell with web queues (root only) |
+//! | [`tools`]   | [`ToolAccount`]: a real `tools.<name>` Unix account with a home (root only) |
+//! | [`legacy`]  | stand-ins of today's `proxylistener.py` and registration clients, byte for byte |
 //!
 //! A missing server binary is reported as [`TestSupportError::MissingBinary`], whose message
 //! names the Debian package to install. Everything that waits is `async` and expects a tokio
@@ -32,22 +35,28 @@
 
 pub mod browser;
 pub mod error;
+pub mod grid;
 pub mod identd;
 pub mod ldap;
+pub mod legacy;
 pub mod ports;
 pub mod process;
 pub mod redis;
 pub mod smtp;
 pub mod sql;
+pub mod tools;
 pub mod users;
 
 pub use browser::Chromedriver;
 pub use error::{Result, TestSupportError};
+pub use grid::{GridCell, GridCellOptions};
 pub use identd::{IdentAnswer, Identd, Oidentd};
 pub use ldap::{Slapd, SlapdBuilder};
+pub use legacy::{LegacyProxyListener, LegacyQuirk, LegacyRegister, LegacyReply};
 pub use ports::{free_port, wait_for_port};
 pub use process::ChildGuard;
 pub use redis::{RedisServer, RedisServerBuilder, SentinelServer, SentinelServerBuilder};
 pub use smtp::{CapturedMail, SmtpSink};
 pub use sql::{MariaDb, MariaDbServer, SqliteDb};
+pub use tools::ToolAccount;
 pub use users::{ListenerAs, UserIds, ensure_user};

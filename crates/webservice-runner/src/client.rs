@@ -5,7 +5,8 @@
 //! [`forge_core::live::LiveState`]) and tries them in order until one says
 //! `ok`. Each request is one connection: the request lines, a half-close, and
 //! one reply line read to the end of the connection. The reply is `ok` or
-//! `fail: <reason>`; today's daemon's free-text errors are understood too.
+//! `fail: <reason>`; today's daemon's free-text errors, and its `okok` (it
+//! sends `ok` twice for every registration), are understood too.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), webservice_runner::client::ClientError> {
@@ -22,6 +23,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use forge_core::live::LiveState;
+
+use crate::human_duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -69,6 +72,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether a request may have reached a daemon that acted on it: every
+    /// attempt but those that never connected. A registration that "failed"
+    /// so may still have written the route.
+    pub fn may_have_registered(&self) -> bool {
+        match self {
+            ClientError::Disabled => false,
+            ClientError::Refused(a) | ClientError::Unavailable(a) => a
+                .iter()
+                .any(|a| !matches!(a.outcome, AttemptError::Connect(_))),
+        }
+    }
+
     /// The first refusal reason, if an endpoint answered.
     pub fn reason(&self) -> Option<&str> {
         match self {
@@ -225,7 +240,10 @@ impl RegistrationClient {
         let mut stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(endpoint))
             .await
             .map_err(|_| {
-                AttemptError::Connect(format!("timed out after {:?}", self.connect_timeout))
+                AttemptError::Connect(format!(
+                    "timed out after {}",
+                    human_duration(self.connect_timeout)
+                ))
             })?
             .map_err(|e| AttemptError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
@@ -253,7 +271,10 @@ impl RegistrationClient {
         let reply = tokio::time::timeout(self.reply_timeout, exchange)
             .await
             .map_err(|_| {
-                AttemptError::NoReply(format!("timed out after {:?}", self.reply_timeout))
+                AttemptError::NoReply(format!(
+                    "timed out after {}",
+                    human_duration(self.reply_timeout)
+                ))
             })??;
         match parse_reply(&reply) {
             Ok(()) => Ok(lines),
@@ -262,12 +283,16 @@ impl RegistrationClient {
     }
 }
 
-/// `ok` → `Ok`; `fail: <reason>` or any other text → `Refused`; nothing →
-/// `Protocol`.
+/// Anything starting with `ok` → `Ok`; `fail: <reason>` or any other text →
+/// `Refused`; nothing → `Protocol`.
+///
+/// Today's daemon answers `register` and `registerCanonical` with `ok` twice
+/// (two `send('ok')` calls, read here as `okok`), after the route was
+/// written: that is success.
 pub fn parse_reply(reply: &[u8]) -> Result<(), AttemptError> {
     let text = String::from_utf8_lossy(reply);
     let text = text.trim();
-    if text == "ok" {
+    if text.starts_with("ok") {
         return Ok(());
     }
     if text.is_empty() {
@@ -308,7 +333,7 @@ mod tests {
             ))
         );
         assert_eq!(parse_reply(b""), Err(AttemptError::Protocol(String::new())));
-        assert!(parse_reply(b"okok").is_err());
+        assert_eq!(parse_reply(b"okok"), Ok(()), "today's daemon's double ok");
     }
 
     #[test]

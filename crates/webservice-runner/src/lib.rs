@@ -6,12 +6,15 @@
 //!   by any tool that needs to register a backend.
 //! * [`runner`] — what the `webservice-runner` binary does: start the web
 //!   server, register once it listens, forward signals, unregister on exit.
+//! * [`wstype`] — today's web service types (`--type lighttpd`, …): what each
+//!   needs in the tool's home and which server it runs.
 //!
 //! The `portreleaser` binary (the job-end hook) is `client::unregister` with
 //! exit codes.
 
 pub mod client;
 pub mod runner;
+pub mod wstype;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,5 +67,16 @@ pub fn secs(value: f64, flag: &str) -> Result<Duration, String> {
         Err(format!(
             "{flag}: {value} is not a positive number of seconds"
         ))
+    }
+}
+
+/// `60 s`, `1.5 s`, `250 ms`.
+pub fn human_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }

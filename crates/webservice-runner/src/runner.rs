@@ -2,12 +2,19 @@
 //! listens, forward signals to it, unregister when it stops.
 //!
 //! 1. Pick the port (or take `--port`), and start the command with `{port}`
-//!    in its arguments replaced and `PORT` set, in its own process group.
+//!    in its arguments replaced and `PORT` (and today's `TOOL_WEB_PORT`) set,
+//!    in its own process group. The server never outlives the runner: it gets
+//!    `PR_SET_PDEATHSIG` = `SIGTERM`, so even a `kill -9` of the runner stops
+//!    it and frees its port (otherwise the monitor would later start a second
+//!    server beside the orphan).
 //! 2. Wait until the port accepts connections (`--ready-timeout`); a command
 //!    that exits first or never listens is an error ([`ExitCode::NotReady`]).
 //! 3. Register `http://<this host>:<port>` for the route with the first
 //!    endpoint that accepts it. A refusal stops the command and exits with
-//!    [`ExitCode::Refused`] (or [`ExitCode::Unavailable`]), printing why.
+//!    [`ExitCode::Refused`] (or [`ExitCode::Unavailable`]), printing why;
+//!    whenever a registration was sent (the route may have been written even
+//!    though the reply was lost or not understood), it is unregistered before
+//!    the runner exits.
 //! 4. Forward `SIGTERM`, `SIGINT`, `SIGHUP`, `SIGQUIT`, `SIGUSR1`, `SIGUSR2`
 //!    to the command's process group. On `SIGTERM`/`SIGINT` the route is
 //!    removed first, so the proxy stops sending requests before the server
@@ -16,6 +23,7 @@
 //!    status (128 + signal number when killed by a signal).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -24,11 +32,16 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::client::{ClientError, RegistrationClient};
+use crate::human_duration;
 
 /// The runner's exit codes besides the command's own (sysexits.h values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum ExitCode {
+    /// Bad usage: an unknown or unsupported type, no command.
+    Usage = 64,
+    /// The tool's home lacks what the type needs (e.g. `public_html`).
+    NotSetUp = 66,
     /// No registration endpoint answered.
     Unavailable = 69,
     /// The command could not be started.
@@ -58,6 +71,10 @@ pub struct RunOptions {
     pub command: Vec<String>,
     /// The port; `None` = pick a free one.
     pub port: Option<u16>,
+    /// The command's working directory; `None` = the runner's.
+    pub cwd: Option<PathBuf>,
+    /// Register with the proxy (`false`: just run the server).
+    pub register: bool,
     /// The route pattern to register.
     pub route: String,
     /// `http` or `https`.
@@ -110,13 +127,18 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
     let Some((program, args)) = argv.split_first() else {
         return RunEnd::Failed(ExitCode::CannotStart, "no command given".into());
     };
-    let mut child = match Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("PORT", port.to_string())
+        .env("TOOL_WEB_PORT", port.to_string())
         .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
-    {
+        .kill_on_drop(false);
+    if let Some(dir) = &opts.cwd {
+        command.current_dir(dir);
+    }
+    die_with_parent(&mut command);
+    let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             return RunEnd::Failed(
@@ -126,7 +148,10 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
         }
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    eprintln!("webservice-runner: started {program} (pid {pgid:?}) on port {port}");
+    match pgid {
+        Some(pid) => eprintln!("webservice-runner: started {program} (pid {pid}) on port {port}"),
+        None => eprintln!("webservice-runner: started {program} on port {port}"),
+    }
 
     let mut signals = match Signals::new() {
         Ok(s) => s,
@@ -139,8 +164,12 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
         }
     };
 
-    if client.is_disabled() {
-        eprintln!("webservice-runner: registration is disabled; not registering");
+    if !opts.register || client.is_disabled() {
+        if opts.register {
+            eprintln!("webservice-runner: registration is disabled; not registering");
+        } else {
+            eprintln!("webservice-runner: not registering with the proxy (no --register-proxy)");
+        }
         let code = run_to_exit(&mut child, pgid, &mut signals).await;
         return RunEnd::Exited(code);
     }
@@ -154,8 +183,8 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
                 if !r {
                     stop(&mut child, pgid, opts.stop_grace).await;
                     return RunEnd::Failed(ExitCode::NotReady, format!(
-                        "the server did not accept connections on port {port} within {:?}; stopped it",
-                        opts.ready_timeout
+                        "the server did not accept connections on port {port} within {}; stopped it",
+                        human_duration(opts.ready_timeout)
                     ));
                 }
                 break;
@@ -186,6 +215,12 @@ pub async fn run(opts: RunOptions, client: RegistrationClient) -> RunEnd {
             r.url, opts.route, r.endpoint
         ),
         Err(e) => {
+            // The request may have reached a daemon that wrote the route and
+            // whose reply was lost or not understood: take it back first, so
+            // the route never points at the server we are about to stop.
+            if e.may_have_registered() {
+                unregister(&client, &opts.route).await;
+            }
             stop(&mut child, pgid, opts.stop_grace).await;
             return RunEnd::Failed(ExitCode::for_client_error(&e), e.to_string());
         }
@@ -282,6 +317,29 @@ async fn stop(child: &mut Child, pgid: Option<Pid>, grace: Duration) {
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         forward(pgid, Signal::SIGKILL);
         let _ = child.wait().await;
+    }
+}
+
+/// Makes the server receive `SIGTERM` when the runner dies, however it dies.
+///
+/// `pre_exec` is `unsafe` because the closure runs between `fork` and `exec`,
+/// where only async-signal-safe operations are allowed: ours makes the system
+/// calls `prctl` and `getppid` and allocates nothing. The `getppid` check
+/// closes the race in which the runner died before `prctl` ran. The parent
+/// death signal follows the thread that forked: the runner spawns from its
+/// only (main) thread.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: only the async-signal-safe system calls prctl(2) and getppid(2).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+            if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
