@@ -26,6 +26,7 @@ pub mod admin;
 pub mod config;
 pub mod framing;
 pub mod guard;
+pub mod malformed;
 pub mod metrics;
 pub mod pages;
 pub mod proxy;

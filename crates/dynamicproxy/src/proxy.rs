@@ -69,6 +69,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 static PROXY: HeaderName = HeaderName::from_static("proxy");
 
@@ -258,11 +259,14 @@ impl Proxy {
                 "A request may not carry both Content-Length and Transfer-Encoding",
             ));
         }
-        let header_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::trim);
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let header_host = hosts.next().and_then(|h| h.to_str().ok()).map(str::trim);
+        if hosts.next().is_some() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "A request may carry one Host header only",
+            ));
+        }
         let host = match (req.uri().authority(), header_host) {
             // Absolute-form (HTTP/1.1) or :authority (HTTP/2) naming another
             // host than `Host`: refused, so no hop can route by the other one.
@@ -283,6 +287,8 @@ impl Proxy {
         }) {
             return Err((StatusCode::BAD_REQUEST, "Invalid Host header"));
         }
+        crate::malformed::check_host_labels(host)?;
+        crate::malformed::check_target(req.method(), req.uri())?;
         let too_long = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -455,14 +461,23 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&original_uri) {
             h.insert(X_ORIGINAL_URI.clone(), v);
         }
+        // The client's own claims about who it is never reach the backend;
+        // with `forwarded_for` the proxy states what it saw.
+        h.remove(&X_FORWARDED_FOR);
+        h.remove(&X_REAL_IP);
+        h.remove(header::FORWARDED);
         if settings.forwarded_for {
-            let ip = conn.peer.ip().to_canonical().to_string();
-            let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
+            let ip = conn.peer.ip().to_canonical();
+            let for_ = match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
             };
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(X_FORWARDED_FOR.clone(), v);
+            let proto = if conn.https { "https" } else { "http" };
+            let forwarded = format!("for={for_};host={bare_host};proto={proto}");
+            h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from(ip_value(ip)));
+            h.insert(X_REAL_IP.clone(), HeaderValue::from(ip_value(ip)));
+            if let Ok(v) = HeaderValue::from_str(&forwarded) {
+                h.insert(header::FORWARDED, v);
             }
         }
         let started = Instant::now();
@@ -672,12 +687,12 @@ impl AccessInfo {
         tracing::info!(
             target: "dynamicproxy::access",
             client = %conn.peer.ip().to_canonical(),
-            method = %self.method,
-            host = %self.host,
-            path = %self.path,
-            tool = %self.tool,
+            method = %crate::malformed::Escaped(&self.method),
+            host = %crate::malformed::Escaped(&self.host),
+            path = %crate::malformed::Escaped(&self.path),
+            tool = %crate::malformed::Escaped(&self.tool),
             route = if self.route.is_empty() { "own" } else { self.route },
-            upstream = %self.upstream,
+            upstream = %crate::malformed::Escaped(&self.upstream),
             status = resp.status().as_u16(),
             bytes,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -762,6 +777,11 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in &HOP_BY_HOP {
         h.remove(n);
     }
+}
+
+/// An address as a header value.
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// A short text response from the proxy itself.
