@@ -69,6 +69,10 @@ pub struct Config {
     pub response_headers: BTreeMap<String, String>,
     /// The per-request access log.
     pub access_log: AccessLogSettings,
+    /// What one tool's route patterns may cost (the same `[route_budget]`
+    /// as proxylistener's); entries over it in Redis are ignored and
+    /// counted. Restart.
+    pub route_budget: forge_core::schema::PatternBudget,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
                 "browsing-topics=()".to_owned(),
             )]),
             access_log: AccessLogSettings::default(),
+            route_budget: Default::default(),
         }
     }
 }
@@ -266,9 +271,35 @@ pub struct ServerSettings {
     /// Worker threads serving client connections, each with its own
     /// single-threaded runtime and backend pool; 0: one per CPU.
     pub workers: usize,
+    /// A connection with no request in flight is closed this long after
+    /// its last response, ms (idle keep-alive and HTTP/2 connections). The
+    /// first request must be complete within `header_read_timeout_ms` of
+    /// accept.
+    pub idle_timeout_ms: u64,
+    /// Largest request head (request line and header fields), bytes;
+    /// larger ones get 431 (HTTP/1) and the connection is closed.
+    pub max_head_bytes: usize,
+    /// Longest request line, bytes; longer ones get 414.
+    pub max_request_line_bytes: usize,
+    /// Time a client has to send the next piece of a request body, ms;
+    /// past it the request is answered 408 (or, once the backend answered,
+    /// aborted). Reloadable.
+    pub body_read_timeout_ms: u64,
+    /// Request bodies up to this size are read whole before the backend is
+    /// contacted (a slow client then never holds a backend), bytes; larger
+    /// ones stream after this much. Reloadable.
+    pub buffer_body_bytes: usize,
 }
 
 impl ServerSettings {
+    /// The request-head size limits.
+    pub fn head_limits(&self) -> crate::framing::HeadLimits {
+        crate::framing::HeadLimits {
+            head: self.max_head_bytes,
+            request_line: self.max_request_line_bytes,
+        }
+    }
+
     /// How many worker threads to start: `workers`, or one per CPU.
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -286,6 +317,11 @@ impl Default for ServerSettings {
             max_connections: 16_384,
             upgrade_idle_timeout_s: 3600,
             workers: 0,
+            idle_timeout_ms: 60_000,
+            max_head_bytes: 32 * 1024,
+            max_request_line_bytes: 8 * 1024,
+            body_read_timeout_ms: 60_000,
+            buffer_body_bytes: 64 * 1024,
         }
     }
 }
@@ -325,6 +361,10 @@ pub struct RouteSettings {
     /// Sentinel). Routes are only read, so a replica serves; if it dies the
     /// last table keeps being served. Unset: read where `[redis]` points.
     pub read_url: Option<String>,
+    /// Route patterns are matched against at most this many leading bytes
+    /// of a request path, so a tool's patterns cost a bounded amount of
+    /// work per request, whatever the path's length.
+    pub max_match_path_bytes: usize,
 }
 
 impl Default for RouteSettings {
@@ -336,6 +376,7 @@ impl Default for RouteSettings {
             startup: Startup::Wait,
             snapshot_path: None,
             read_url: None,
+            max_match_path_bytes: 1024,
         }
     }
 }
@@ -384,6 +425,10 @@ pub struct Settings {
     pub upgrade_idle_timeout: Duration,
     /// Time to a backend's response headers.
     pub response_timeout: Duration,
+    /// Time between pieces of a request body.
+    pub body_read_timeout: Duration,
+    /// Request bodies up to this size are read before the backend is asked.
+    pub buffer_body_bytes: usize,
 }
 
 impl Config {
@@ -447,6 +492,8 @@ impl Config {
             access_log: self.access_log.clone(),
             upgrade_idle_timeout: Duration::from_secs(self.server.upgrade_idle_timeout_s.max(1)),
             response_timeout: Duration::from_millis(self.upstream.response_timeout_ms.max(1)),
+            body_read_timeout: Duration::from_millis(self.server.body_read_timeout_ms.max(1)),
+            buffer_body_bytes: self.server.buffer_body_bytes,
         })
     }
 
@@ -478,6 +525,32 @@ impl Config {
                 format!(
                     "{} worker threads; at most 1024 (0: one per CPU)",
                     c.server.workers
+                ),
+            ));
+        }
+        if !(64..=65_536).contains(&c.routes.max_match_path_bytes) {
+            return Err(loaded.invalid(
+                "routes.max_match_path_bytes",
+                format!(
+                    "{} bytes; between 64 and 65536",
+                    c.routes.max_match_path_bytes
+                ),
+            ));
+        }
+        if c.server.max_head_bytes < 1024 {
+            return Err(loaded.invalid(
+                "server.max_head_bytes",
+                format!("{} bytes; at least 1024", c.server.max_head_bytes),
+            ));
+        }
+        if c.server.max_request_line_bytes < 256
+            || c.server.max_request_line_bytes > c.server.max_head_bytes
+        {
+            return Err(loaded.invalid(
+                "server.max_request_line_bytes",
+                format!(
+                    "{} bytes; between 256 and server.max_head_bytes ({})",
+                    c.server.max_request_line_bytes, c.server.max_head_bytes
                 ),
             ));
         }

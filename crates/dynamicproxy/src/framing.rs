@@ -1,27 +1,41 @@
-//! A watch on HTTP/1 request framing below hyper, for the one smuggling
-//! shape hyper settles silently: a request head with both `Content-Length`
-//! and `Transfer-Encoding`.
+//! A watch on HTTP/1 request heads and framing below hyper: it bounds a
+//! request head's size and the time a connection may take to send one, and
+//! it catches the one smuggling shape hyper settles silently, a request head
+//! with both `Content-Length` and `Transfer-Encoding`.
 //!
-//! hyper frames such a request by `Transfer-Encoding` alone, drops the
-//! `Content-Length` before any code of ours sees the request, and closes the
-//! connection afterwards (RFC 9112 §6.1 allows that). That is safe, but
-//! the request is still forwarded, and today's edge (nginx ≥ 1.21.1) refuses
-//! it with 400. To refuse it too we look at the bytes hyper reads:
 //! [`WatchedIo`] passes every byte the client sends through a [`Scanner`]
-//! that follows the connection's request heads and body framing (heads parsed
-//! with `httparse`, the parser hyper itself uses; bodies skipped by
-//! `Content-Length` or chunk sizes), and records in the connection's
-//! [`FramingVerdicts`] the index of the first request whose head carried
-//! both. The service counts the requests hyper hands it and refuses that one
-//! ([`AmbiguousFraming`] in its extensions).
+//! that follows the connection's request heads and body framing (bodies
+//! skipped by `Content-Length` or chunk sizes). The scanner looks at each
+//! byte once: it finds a head's end by counting line lengths, and only then
+//! parses the complete head with `httparse` (the parser hyper itself uses),
+//! so a head trickled in byte by byte costs no more than one sent at once.
 //!
-//! The scanner never decides anything on its own: whatever it can't follow
+//! * **Heads are handed to hyper whole.** Until a head is complete its bytes
+//!   stay in [`WatchedIo`] (at most `server.max_head_bytes`), so hyper never
+//!   holds a partial head. A head that grows past the limit — or whose
+//!   request line grows past `server.max_request_line_bytes` — is dropped,
+//!   and hyper gets a stand-in request instead that the service answers with
+//!   431 (or 414) and `Connection: close`, in order after the requests
+//!   before it ([`Oversized`] in its extensions).
+//! * **Both framing headers.** hyper frames such a request by
+//!   `Transfer-Encoding` alone and drops the `Content-Length` before any code
+//!   of ours sees it; today's edge (nginx ≥ 1.21.1) refuses it with 400, and
+//!   so do we ([`AmbiguousFraming`] in its extensions).
+//! * **Silent connections.** While no request is in flight the connection's
+//!   [`ConnActivity`](crate::activity::ConnActivity) names a deadline (the
+//!   header timeout for the first request, counted from accept; the idle
+//!   timeout after that); [`WatchedIo`] fails the read when it passes, and
+//!   hyper closes the connection. This covers HTTP/2 too, whose bytes the
+//!   scanner doesn't follow.
+//!
+//! The scanner never decides framing on its own: whatever it can't follow
 //! (a head hyper will refuse anyway, an HTTP/2 preface, an `Upgrade` or
 //! `CONNECT` whose bytes afterwards may be anything) switches it off for the
 //! rest of the connection and hyper's own rules apply. It sees bytes before
 //! hyper can parse them, so a verdict is always recorded before the request
 //! it concerns reaches the service.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,19 +44,48 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::activity::ConnActivity;
+
 /// The most header fields a head may have for the scanner to follow it
 /// (hyper refuses more than 100).
 const MAX_HEADERS: usize = 128;
 
-/// The longest head the scanner buffers while it arrives in pieces: hyper's
-/// own read-buffer bound (8 KiB + 100 × 4 KiB); beyond it hyper gives up too.
-const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// What hyper is handed in place of an oversized head: a request the
+/// service refuses at once ([`Oversized`]).
+const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nHost: refused.invalid\r\n\r\n";
 
 /// Marks a request whose head carried both `Content-Length` and
 /// `Transfer-Encoding`; [`Proxy::handle`](crate::proxy::Proxy::handle)
 /// answers it 400 and closes the connection.
 #[derive(Debug, Clone, Copy)]
 pub struct AmbiguousFraming;
+
+/// Marks the stand-in for a head that grew past its limit; the service
+/// answers 414 (`request_line`: the request line alone was too long) or 431,
+/// and closes the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Oversized {
+    /// Whether the request line alone passed its limit.
+    pub request_line: bool,
+}
+
+/// The size limits of a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// The whole head (request line, header fields, line ends), bytes.
+    pub head: usize,
+    /// The request line, bytes.
+    pub request_line: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            head: 32 * 1024,
+            request_line: 8 * 1024,
+        }
+    }
+}
 
 /// What a connection's [`Scanner`] found, shared with the service that
 /// answers the connection's requests in order.
@@ -51,6 +94,10 @@ pub struct FramingVerdicts {
     /// Index (from 0) of the first request with both framing headers;
     /// `u64::MAX` while there is none.
     ambiguous: AtomicU64,
+    /// Index of the stand-in for an oversized head; `u64::MAX`: none.
+    oversized: AtomicU64,
+    /// Whether the oversized head's request line was the part too long.
+    oversized_line: std::sync::atomic::AtomicBool,
     /// How many requests the service has been handed so far.
     served: AtomicU64,
 }
@@ -59,24 +106,53 @@ impl Default for FramingVerdicts {
     fn default() -> Self {
         FramingVerdicts {
             ambiguous: AtomicU64::new(u64::MAX),
+            oversized: AtomicU64::new(u64::MAX),
+            oversized_line: Default::default(),
             served: AtomicU64::new(0),
         }
     }
 }
 
+/// What the scanner says about the next request the service is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing wrong below hyper.
+    Fine,
+    /// Both framing headers: 400.
+    Ambiguous,
+    /// The stand-in for an oversized head: 431, or 414 for the request line.
+    Oversized {
+        /// Whether the request line alone was too long.
+        request_line: bool,
+    },
+}
+
 impl FramingVerdicts {
-    /// Called once per request, in the order hyper hands them over: whether
-    /// this request is the one the scanner found ambiguous.
-    pub fn next_is_ambiguous(&self) -> bool {
+    /// Called once per request, in the order hyper hands them over: what
+    /// the scanner found about this request.
+    pub fn next(&self) -> Verdict {
         let index = self.served.fetch_add(1, Ordering::AcqRel);
-        self.ambiguous.load(Ordering::Acquire) == index
+        if self.ambiguous.load(Ordering::Acquire) == index {
+            Verdict::Ambiguous
+        } else if self.oversized.load(Ordering::Acquire) == index {
+            Verdict::Oversized {
+                request_line: self.oversized_line.load(Ordering::Acquire),
+            }
+        } else {
+            Verdict::Fine
+        }
     }
 
-    fn record(&self, index: u64) {
+    fn record_ambiguous(&self, index: u64) {
         // Only the first one counts: hyper closes the connection after it.
         let _ =
             self.ambiguous
                 .compare_exchange(u64::MAX, index, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn record_oversized(&self, index: u64, request_line: bool) {
+        self.oversized_line.store(request_line, Ordering::Release);
+        self.oversized.store(index, Ordering::Release);
     }
 }
 
@@ -105,6 +181,32 @@ enum State {
     TrailerLf(bool),
     /// Not following the stream any more (see the module doc).
     Off,
+    /// An oversized head was refused: nothing more is read.
+    Refused,
+}
+
+/// What the scanner reports about one piece of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fed {
+    /// How many trailing bytes of the input are an incomplete head, to be
+    /// held back from hyper until it completes.
+    pub held: usize,
+    /// The index of a request whose head carried both framing headers.
+    pub ambiguous: Option<u64>,
+    /// An oversized head: its index and whether the request line was the
+    /// part too long. The scanner is [`Scanner::is_refused`] afterwards.
+    pub oversized: Option<(u64, bool)>,
+}
+
+/// Where the scanner is inside the current, incomplete head.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadProgress {
+    /// Bytes of the head so far (leading empty lines included).
+    len: usize,
+    /// Whether the request line is complete.
+    line_done: bool,
+    /// Bytes of the current line so far, line end not counted.
+    line_len: usize,
 }
 
 /// Follows one connection's request heads and body framing.
@@ -112,44 +214,76 @@ enum State {
 pub struct Scanner {
     /// Where in the stream the next byte falls.
     state: State,
-    /// A head that arrived in pieces, collected until it is complete.
-    partial_head: Vec<u8>,
+    /// Inside the current head.
+    head: HeadProgress,
     /// Request heads seen so far.
     requests: u64,
+    /// Head size limits.
+    limits: HeadLimits,
 }
 
 impl Default for Scanner {
     fn default() -> Self {
-        Scanner {
-            state: State::Head,
-            partial_head: Vec::new(),
-            requests: 0,
-        }
+        Scanner::new(HeadLimits::default())
     }
 }
 
 impl Scanner {
-    /// Whether the scanner still follows the stream.
-    pub fn is_following(&self) -> bool {
-        self.state != State::Off
+    /// A scanner at the start of a connection.
+    pub fn new(limits: HeadLimits) -> Self {
+        Scanner {
+            state: State::Head,
+            head: HeadProgress::default(),
+            requests: 0,
+            limits,
+        }
     }
 
-    /// Feeds the next bytes the client sent; returns the index of a request
-    /// whose head carried both `Content-Length` and `Transfer-Encoding`.
-    pub fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
-        while !data.is_empty() {
+    /// Whether the scanner still follows the stream.
+    pub fn is_following(&self) -> bool {
+        !matches!(self.state, State::Off | State::Refused)
+    }
+
+    /// Whether an oversized head was refused.
+    pub fn is_refused(&self) -> bool {
+        self.state == State::Refused
+    }
+
+    /// Feeds the next bytes the client sent: `window[from..]` is new,
+    /// `window[..from]` is the incomplete head held back from the previous
+    /// call (already scanned).
+    pub fn feed(&mut self, window: &[u8], from: usize) -> Fed {
+        let mut fed = Fed::default();
+        let mut head_start = (from > 0).then_some(0);
+        let mut pos = from;
+        while pos < window.len() {
             match self.state {
-                State::Off => return None,
+                State::Off | State::Refused => return fed,
                 State::Head => {
-                    let (consumed, found) = self.head(data);
-                    data = &data[consumed..];
-                    if found.is_some() {
-                        return found;
+                    let start = *head_start.get_or_insert(pos);
+                    match self.head_end(&window[pos..]) {
+                        HeadEnd::Complete(n) => {
+                            let end = pos + n;
+                            let ambiguous = self.parse(&window[start..end]);
+                            fed.ambiguous = fed.ambiguous.or(ambiguous);
+                            head_start = None;
+                            pos = end;
+                        }
+                        HeadEnd::Partial => {
+                            fed.held = window.len() - start;
+                            return fed;
+                        }
+                        HeadEnd::TooLong { request_line } => {
+                            self.state = State::Refused;
+                            fed.held = window.len() - start;
+                            fed.oversized = Some((self.requests, request_line));
+                            return fed;
+                        }
                     }
                 }
                 State::Fixed(left) | State::ChunkData(left) => {
-                    let n = left.min(data.len() as u64);
-                    data = &data[n as usize..];
+                    let n = left.min((window.len() - pos) as u64);
+                    pos += n as usize;
                     self.state = match (self.state, left - n) {
                         (State::Fixed(_), 0) => State::Head,
                         (State::Fixed(_), rest) => State::Fixed(rest),
@@ -158,12 +292,67 @@ impl Scanner {
                     };
                 }
                 _ => {
-                    self.state = self.chunk_byte(data[0]);
-                    data = &data[1..];
+                    self.state = self.chunk_byte(window[pos]);
+                    pos += 1;
                 }
             }
         }
-        None
+        fed
+    }
+
+    /// Looks for the end of the current head in `data` (which continues
+    /// it), one byte at a time, and checks the limits.
+    fn head_end(&mut self, data: &[u8]) -> HeadEnd {
+        let h = &mut self.head;
+        for (i, &b) in data.iter().enumerate() {
+            h.len += 1;
+            match b {
+                b'\n' if h.line_len == 0 => {
+                    if h.line_done {
+                        self.head = HeadProgress::default();
+                        return HeadEnd::Complete(i + 1);
+                    }
+                    // Empty lines before the request line are skipped (by
+                    // hyper too).
+                }
+                b'\n' => {
+                    h.line_done = true;
+                    h.line_len = 0;
+                }
+                b'\r' => {}
+                _ => h.line_len += 1,
+            }
+            if !h.line_done && h.line_len > self.limits.request_line {
+                return HeadEnd::TooLong { request_line: true };
+            }
+            if h.len > self.limits.head {
+                return HeadEnd::TooLong {
+                    request_line: false,
+                };
+            }
+        }
+        HeadEnd::Partial
+    }
+
+    /// Parses a complete head and sets the framing of what follows; returns
+    /// its index if it carried both framing headers.
+    fn parse(&mut self, head: &[u8]) -> Option<u64> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let framing = match req.parse(head) {
+            Ok(httparse::Status::Complete(len)) if len == head.len() => Framing::of(&req),
+            // A head hyper refuses, or one we read differently: hands off.
+            _ => Framing::Unknown,
+        };
+        let index = self.requests;
+        self.requests += 1;
+        self.state = match framing {
+            Framing::Ambiguous | Framing::Unknown => State::Off,
+            Framing::Chunked => State::ChunkSize(0, 0),
+            Framing::Length(0) => State::Head,
+            Framing::Length(n) => State::Fixed(n),
+        };
+        (framing == Framing::Ambiguous).then_some(index)
     }
 
     /// One byte of chunked framing outside chunk data.
@@ -194,50 +383,19 @@ impl Scanner {
             _ => State::Off,
         }
     }
+}
 
-    /// Parses a request head at the start of `data` (after any earlier
-    /// pieces); returns how much of `data` it used and, if the head carried
-    /// both framing headers, the request's index.
-    fn head(&mut self, data: &[u8]) -> (usize, Option<u64>) {
-        let earlier = self.partial_head.len();
-        let mut joined = Vec::new();
-        let bytes: &[u8] = if earlier == 0 {
-            data
-        } else {
-            joined.reserve(earlier + data.len());
-            joined.extend_from_slice(&self.partial_head);
-            joined.extend_from_slice(data);
-            &joined
-        };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(bytes) {
-            Ok(httparse::Status::Complete(len)) => {
-                let framing = Framing::of(&req);
-                self.partial_head.clear();
-                let index = self.requests;
-                self.requests += 1;
-                self.state = match framing {
-                    Framing::Ambiguous => State::Off,
-                    Framing::Unknown => State::Off,
-                    Framing::Chunked => State::ChunkSize(0, 0),
-                    Framing::Length(0) => State::Head,
-                    Framing::Length(n) => State::Fixed(n),
-                };
-                let found = (framing == Framing::Ambiguous).then_some(index);
-                (len.saturating_sub(earlier), found)
-            }
-            Ok(httparse::Status::Partial) if bytes.len() <= MAX_HEAD_BYTES => {
-                self.partial_head.extend_from_slice(data);
-                (data.len(), None)
-            }
-            _ => {
-                self.partial_head = Vec::new();
-                self.state = State::Off;
-                (data.len(), None)
-            }
-        }
-    }
+/// Where a head ends.
+enum HeadEnd {
+    /// After this many more bytes.
+    Complete(usize),
+    /// Not in these bytes.
+    Partial,
+    /// It passed a limit.
+    TooLong {
+        /// The request line's limit (else the whole head's).
+        request_line: bool,
+    },
 }
 
 /// How a request head frames its body.
@@ -298,7 +456,8 @@ impl Framing {
 }
 
 /// A client connection whose incoming bytes pass through a [`Scanner`]
-/// on their way to hyper; writes go straight through.
+/// on their way to hyper, and whose reads fail once the connection has been
+/// idle past its deadline; writes go straight through.
 #[derive(Debug)]
 pub struct WatchedIo<S> {
     /// The connection (TCP, or TLS after decryption).
@@ -307,15 +466,68 @@ pub struct WatchedIo<S> {
     scanner: Scanner,
     /// Shared with the connection's service.
     verdicts: Arc<FramingVerdicts>,
+    /// Requests in flight and the idle deadline, shared with the service.
+    activity: Arc<ConnActivity>,
+    /// Bytes read and scanned but not handed to hyper yet: an incomplete
+    /// head, or (its first `released` bytes) what hyper may have now.
+    held: Vec<u8>,
+    /// How many bytes at the front of `held` hyper may have.
+    released: usize,
+    /// The idle deadline's timer, while there is one.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> WatchedIo<S> {
-    /// Watches `inner`, reporting to `verdicts`.
-    pub fn new(inner: S, verdicts: Arc<FramingVerdicts>) -> Self {
+    /// Watches `inner`, reporting to `verdicts` and `activity`.
+    pub fn new(
+        inner: S,
+        limits: HeadLimits,
+        verdicts: Arc<FramingVerdicts>,
+        activity: Arc<ConnActivity>,
+    ) -> Self {
         WatchedIo {
             inner,
-            scanner: Scanner::default(),
+            scanner: Scanner::new(limits),
             verdicts,
+            activity,
+            held: Vec::new(),
+            released: 0,
+            timer: None,
+        }
+    }
+
+    /// Records what the scanner found.
+    fn report(&mut self, fed: Fed) {
+        if let Some(index) = fed.ambiguous {
+            self.verdicts.record_ambiguous(index);
+        }
+        if let Some((index, request_line)) = fed.oversized {
+            self.verdicts.record_oversized(index, request_line);
+            self.held = STAND_IN.to_vec();
+            self.released = STAND_IN.len();
+        }
+    }
+
+    /// Ready with an error once the connection has been idle past its
+    /// deadline.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.activity.register(cx.waker());
+        let Some(deadline) = self.activity.deadline() else {
+            self.timer = None;
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within the connection's header or idle timeout",
+            )),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -326,15 +538,80 @@ impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.scanner.is_following()
-            && let Some(index) = this.scanner.feed(&buf.filled()[before..])
-        {
-            this.verdicts.record(index);
+        loop {
+            if this.released > 0 {
+                let n = this.released.min(buf.remaining());
+                buf.put_slice(&this.held[..n]);
+                this.held.drain(..n);
+                this.released -= n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.scanner.is_refused() {
+                // The stand-in's answer closes the connection. Until then
+                // the client's bytes are read and dropped, so that closing
+                // with unread input doesn't reset the connection before the
+                // client has read the answer.
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+                let got = buf.filled().len() - before;
+                buf.set_filled(before);
+                match polled {
+                    Poll::Ready(Ok(())) if got > 0 => continue,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    _ => {}
+                }
+                return match this.poll_deadline(cx) {
+                    Poll::Ready(e) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            let before = buf.filled().len();
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Pending => {
+                    return match this.poll_deadline(cx) {
+                        Poll::Ready(e) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let after = buf.filled().len();
+            if after == before {
+                // End of stream; an incomplete head held back is dropped.
+                this.held.clear();
+                return Poll::Ready(Ok(()));
+            }
+            if !this.scanner.is_following() && this.held.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if this.held.is_empty() {
+                let fed = this.scanner.feed(&buf.filled()[before..], 0);
+                if fed.held > 0 {
+                    if fed.oversized.is_none() {
+                        this.held
+                            .extend_from_slice(&buf.filled()[after - fed.held..]);
+                    }
+                    buf.set_filled(after - fed.held);
+                }
+                this.report(fed);
+                if buf.filled().len() > before {
+                    return Poll::Ready(Ok(()));
+                }
+            } else {
+                let from = this.held.len();
+                this.held.extend_from_slice(&buf.filled()[before..]);
+                buf.set_filled(before);
+                let fed = this.scanner.feed(&this.held, from);
+                if fed.oversized.is_some() {
+                    this.held.clear();
+                } else {
+                    this.released = this.held.len() - fed.held;
+                }
+                this.report(fed);
+            }
         }
-        polled
     }
 }
 
@@ -374,15 +651,47 @@ mod tests {
 
     use super::*;
 
-    /// Feeds `stream` in pieces of `step` bytes; the ambiguous index found.
-    fn scan(stream: &str, step: usize) -> (Option<u64>, Scanner) {
-        let mut s = Scanner::default();
+    /// Feeds `stream` in pieces of `step` bytes the way [`WatchedIo`] does
+    /// (holding incomplete heads back); returns the ambiguous index found,
+    /// the bytes released to hyper and the scanner.
+    fn scan_with(
+        stream: &[u8],
+        step: usize,
+        limits: HeadLimits,
+    ) -> (Option<u64>, Vec<u8>, Scanner) {
+        let mut s = Scanner::new(limits);
         let mut found = None;
-        for piece in stream.as_bytes().chunks(step) {
-            if let Some(i) = s.feed(piece) {
-                found.get_or_insert(i);
+        let mut held: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(step) {
+            if s.is_refused() {
+                break;
+            }
+            if held.is_empty() {
+                let fed = s.feed(piece, 0);
+                found = found.or(fed.ambiguous);
+                out.extend_from_slice(&piece[..piece.len() - fed.held]);
+                if fed.oversized.is_none() {
+                    held.extend_from_slice(&piece[piece.len() - fed.held..]);
+                }
+            } else {
+                let from = held.len();
+                held.extend_from_slice(piece);
+                let fed = s.feed(&held, from);
+                found = found.or(fed.ambiguous);
+                if fed.oversized.is_some() {
+                    held.clear();
+                } else {
+                    let released = held.len() - fed.held;
+                    out.extend(held.drain(..released));
+                }
             }
         }
+        (found, out, s)
+    }
+
+    fn scan(stream: &str, step: usize) -> (Option<u64>, Scanner) {
+        let (found, _, s) = scan_with(stream.as_bytes(), step, HeadLimits::default());
         (found, s)
     }
 
@@ -409,16 +718,21 @@ mod tests {
     }
 
     #[test]
-    fn well_framed_streams_are_followed_without_a_verdict() {
-        let stream = "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+    fn well_framed_streams_are_followed_and_released_whole() {
+        let stream = "\r\nPOST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
              POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n\
-             GET /c HTTP/1.1\r\nHost: a\r\n\r\n";
-        for (found, s) in all_steps(stream) {
+             GET /c HTTP/1.1\nHost: a\n\n";
+        for step in 1..=stream.len() {
+            let (found, out, s) = scan_with(stream.as_bytes(), step, HeadLimits::default());
             assert_eq!(found, None);
             assert!(s.is_following());
             assert_eq!(s.requests, 3);
             assert_eq!(s.state, State::Head);
+            assert_eq!(out, stream.as_bytes(), "step {step}");
         }
+        // An unfinished head is held back, nothing of it released.
+        let (_, out, _) = scan_with(b"GET / HTTP/1.1\r\nHost: a\r\n", 3, HeadLimits::default());
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -453,7 +767,7 @@ mod tests {
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            "\x16\x03\x01garbage",
+            "\x16\x03\x01garbage\r\n\r\n",
         ] {
             let (found, s) = scan(stream, 3);
             assert_eq!(found, None, "{stream:?}");
@@ -462,12 +776,46 @@ mod tests {
     }
 
     #[test]
+    fn oversized_heads_are_refused_at_the_limit() {
+        let limits = HeadLimits {
+            head: 100,
+            request_line: 40,
+        };
+        let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(50));
+        let mut s = Scanner::new(limits);
+        let fed = s.feed(long_line.as_bytes(), 0);
+        assert_eq!(fed.oversized, Some((0, true)));
+        assert!(s.is_refused());
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(100));
+        for step in [1, 7, big.len()] {
+            let (_, out, s) = scan_with(big.as_bytes(), step, limits);
+            assert!(s.is_refused());
+            assert!(out.is_empty());
+        }
+        // After a well-formed request, the next one is the refused one.
+        let two = format!("GET / HTTP/1.1\r\n\r\n{big}");
+        let mut s = Scanner::new(limits);
+        let fed = s.feed(two.as_bytes(), 0);
+        assert_eq!(fed.oversized, Some((1, false)));
+    }
+
+    #[test]
+    fn a_trickled_head_is_scanned_once() {
+        // Linear: feeding a 30 KiB head one byte at a time parses it once.
+        let head = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "c".repeat(30_000));
+        let (_, out, s) = scan_with(head.as_bytes(), 1, HeadLimits::default());
+        assert_eq!(s.requests, 1);
+        assert_eq!(out.len(), head.len());
+    }
+
+    #[test]
     fn verdicts_name_the_request_in_service_order() {
         let v = FramingVerdicts::default();
-        v.record(1);
-        v.record(2);
-        assert!(!v.next_is_ambiguous());
-        assert!(v.next_is_ambiguous());
-        assert!(!v.next_is_ambiguous());
+        v.record_ambiguous(1);
+        v.record_ambiguous(2);
+        v.record_oversized(2, true);
+        assert_eq!(v.next(), Verdict::Fine);
+        assert_eq!(v.next(), Verdict::Ambiguous);
+        assert_eq!(v.next(), Verdict::Oversized { request_line: true });
     }
 }

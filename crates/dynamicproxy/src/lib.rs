@@ -22,6 +22,7 @@
 //! [`run`] is the entry point: it takes bound listeners, the configuration
 //! and a [`Shutdown`], so tests run the proxy in-process on port 0.
 
+pub mod activity;
 pub mod admin;
 pub mod config;
 pub mod framing;
@@ -125,7 +126,10 @@ pub async fn run_with(
         });
     }
     let metrics = metrics::Metrics::register();
-    let routes = Arc::new(table::Routes::default());
+    let routes = Arc::new(table::Routes::with_limits(table::RouteLimits {
+        budget: config.route_budget,
+        max_match_path_bytes: config.routes.max_match_path_bytes,
+    }));
     let status = Arc::new(sync::SyncStatus::default());
     // Routes are only read: from a (local) replica when `routes.read_url`
     // is set, else from the master `[redis]` names.

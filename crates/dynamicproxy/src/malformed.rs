@@ -4,12 +4,6 @@
 //! and the request forms a reverse proxy has no business forwarding
 //! (`CONNECT`, `OPTIONS *`). A backend behind the proxy then never sees a
 //! request that today's edge would not have passed on.
-//!
-//! Also here: [`Escaped`], which writes client- or registration-supplied
-//! text into log lines with control characters escaped, so nobody can forge
-//! or hide log lines (CR, LF) or drive an operator's terminal (ESC, CSI).
-
-use std::fmt;
 
 use http::{Method, StatusCode};
 
@@ -48,7 +42,7 @@ pub fn check_path(path: &str) -> Result<(), Refused> {
     let mut segment = [0u8; 3];
     let mut seg_len = 0usize;
     let mut i = 0;
-    let mut end_segment = |seg: &[u8], depth: &mut usize| -> Result<(), Refused> {
+    let end_segment = |seg: &[u8], depth: &mut usize| -> Result<(), Refused> {
         match seg {
             b"" | b"." => {}
             b".." => *depth = depth.checked_sub(1).ok_or(CLIMBS)?,
@@ -113,31 +107,6 @@ pub fn check_host_labels(host: &str) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Text written into a log line with control characters (C0, DEL, C1)
-/// escaped as `\n`, `\r`, `\t`, `\x1b`, `\u{9b}`; everything else verbatim.
-#[derive(Debug, Clone, Copy)]
-pub struct Escaped<'a>(pub &'a str);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0;
-        if !s.chars().any(char::is_control) {
-            return f.write_str(s);
-        }
-        for c in s.chars() {
-            match c {
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if c.is_control() && (c as u32) < 0x80 => write!(f, "\\x{:02x}", c as u32)?,
-                c if c.is_control() => write!(f, "\\u{{{:x}}}", c as u32)?,
-                c => fmt::Write::write_char(f, c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,14 +147,5 @@ mod tests {
         for bad in ["a..b", ".a.b", "a.b..", "a..b:80", ":80"] {
             assert!(check_host_labels(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(Escaped("/plain/ü").to_string(), "/plain/ü");
-        assert_eq!(
-            Escaped("/a\r\nb\x1b[31m\u{9b}").to_string(),
-            "/a\\r\\nb\\x1b[31m\\u{9b}"
-        );
     }
 }

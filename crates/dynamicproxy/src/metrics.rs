@@ -8,6 +8,7 @@
 //! | `forge_dynamicproxy_upstream_seconds` | histogram | time to the backend's response headers |
 //! | `forge_dynamicproxy_upstream_errors_total` | counter | backend unreachable or failed (502) |
 //! | `forge_dynamicproxy_route_table_tools` / `_routes` / `_frontends` / `_invalid` | gauge | table size |
+//! | `forge_dynamicproxy_route_table_over_budget` | gauge | route entries ignored for being over the route budget (included in `_invalid`) |
 //! | `forge_dynamicproxy_route_table_age_seconds` | gauge | since the table was last known to equal Redis (-1: none) |
 //! | `forge_dynamicproxy_redis_up` | gauge | 1 while Redis answers |
 //! | `forge_dynamicproxy_route_full_syncs_total` / `_route_patches_total` | counter | sync work done |
@@ -44,6 +45,8 @@ pub struct Metrics {
     pub frontends: Gauge,
     /// Ignored entries.
     pub invalid: Gauge,
+    /// Entries ignored for being over the route budget.
+    pub over_budget: Gauge,
     /// Table age, seconds.
     pub table_age: Gauge,
     /// 1 when Redis answers.
@@ -90,6 +93,7 @@ impl Metrics {
             routes: gauge!("forge_dynamicproxy_route_table_routes"),
             frontends: gauge!("forge_dynamicproxy_route_table_frontends"),
             invalid: gauge!("forge_dynamicproxy_route_table_invalid"),
+            over_budget: gauge!("forge_dynamicproxy_route_table_over_budget"),
             table_age: gauge!("forge_dynamicproxy_route_table_age_seconds"),
             redis_up: gauge!("forge_dynamicproxy_redis_up"),
             full_syncs: counter!("forge_dynamicproxy_route_full_syncs_total"),
@@ -130,5 +134,6 @@ impl Metrics {
         self.routes.set(t.route_count() as f64);
         self.frontends.set(t.frontend_count() as f64);
         self.invalid.set(t.invalid_count() as f64);
+        self.over_budget.set(t.over_budget_count() as f64);
     }
 }

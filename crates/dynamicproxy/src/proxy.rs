@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use forge_core::schema::escape_controls;
 use forge_core::{Reloadable, Shutdown};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
@@ -31,8 +32,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 
+use crate::activity::{ConnActivity, TrackedBody};
 use crate::config::{ServerSettings, Settings, UpstreamSettings};
-use crate::framing::{AmbiguousFraming, FramingVerdicts, WatchedIo};
+use crate::framing::{AmbiguousFraming, FramingVerdicts, Oversized, Verdict, WatchedIo};
 use crate::metrics::Metrics;
 use crate::table::{Backend, Decision, Routes};
 
@@ -50,9 +52,95 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + 
 #[error("reading the request body: {0}")]
 pub struct ClientBodyError(#[source] hyper::Error);
 
-/// How long [`Proxy::forward`] waits for a request body's first bytes
-/// before contacting the backend anyway.
-const FIRST_FRAME_WAIT: Duration = Duration::from_secs(5);
+/// A client that sent no piece of its request body within
+/// `server.body_read_timeout_ms`: answered 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body data within {0:?}")]
+pub struct BodyReadTimeout(Duration);
+
+/// The rest of a request body, each piece within the body read timeout.
+struct TimedBody {
+    /// The client's body.
+    inner: Incoming,
+    /// The time allowed between pieces.
+    timeout: Duration,
+    /// When the next piece is due.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + self.timeout;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(ClientBodyError(e)) as _)))
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(self.timeout))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
+
+/// Why a request body could not be read before the backend was asked.
+enum BodyStart {
+    /// No data within the body read timeout (408).
+    TimedOut,
+    /// Broken framing (400).
+    Malformed(hyper::Error),
+}
+
+/// Reads a request body before the backend is contacted: whole when it is
+/// at most `settings.buffer_body_bytes`, else that much and then the rest
+/// streamed; every piece within `settings.body_read_timeout`. A body whose
+/// framing is broken from the start (a bad chunk size), or a client that
+/// sends nothing, never reaches the backend.
+async fn read_body_start(
+    mut body: Incoming,
+    settings: &Settings,
+) -> Result<UpstreamBody, BodyStart> {
+    let mut frames = Vec::new();
+    let mut buffered = 0usize;
+    while !body.is_end_stream() && buffered <= settings.buffer_body_bytes {
+        match tokio::time::timeout(settings.body_read_timeout, body.frame()).await {
+            Err(_) => return Err(BodyStart::TimedOut),
+            Ok(None) => {
+                let whole = futures::stream::iter(frames.into_iter().map(Ok));
+                return Ok(http_body_util::StreamBody::new(whole).boxed_unsync());
+            }
+            Ok(Some(Err(e))) => return Err(BodyStart::Malformed(e)),
+            Ok(Some(Ok(f))) => {
+                buffered += f.data_ref().map_or(0, Bytes::len);
+                frames.push(f);
+            }
+        }
+    }
+    let head = futures::stream::iter(frames.into_iter().map(Ok));
+    if body.is_end_stream() {
+        return Ok(http_body_util::StreamBody::new(head).boxed_unsync());
+    }
+    let rest = TimedBody {
+        inner: body,
+        timeout: settings.body_read_timeout,
+        timer: Box::pin(tokio::time::sleep(settings.body_read_timeout)),
+    };
+    let tail = http_body_util::BodyStream::new(rest);
+    Ok(http_body_util::StreamBody::new(futures::StreamExt::chain(head, tail)).boxed_unsync())
+}
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -89,7 +177,10 @@ fn backend_client(upstream: &UpstreamSettings) -> Client<HttpConnector, Limited<
 
 /// A request being handled, boxed (see [`serve`]).
 type HandlerFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>,
+    Box<
+        dyn std::future::Future<Output = Result<Response<TrackedBody<ProxyBody>>, Infallible>>
+            + Send,
+    >,
 >;
 
 /// Where a connection came in.
@@ -253,6 +344,16 @@ impl Proxy {
         req: &Request<Incoming>,
         settings: &Settings,
     ) -> Result<String, (StatusCode, &'static str)> {
+        if let Some(o) = req.extensions().get::<Oversized>() {
+            return Err(if o.request_line {
+                (StatusCode::URI_TOO_LONG, "The request line is too long")
+            } else {
+                (
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "The request header fields are too large",
+                )
+            });
+        }
         if req.extensions().get::<AmbiguousFraming>().is_some() {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -385,38 +486,22 @@ impl Proxy {
             None
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let (mut parts, mut body) = req.into_parts();
-        // Read the first frame before contacting the backend: a body whose
-        // framing is broken from the start (a bad chunk size) never reaches
-        // it.
-        let mut first = None;
-        if !body.is_end_stream()
-            && let Ok(frame) = tokio::time::timeout(FIRST_FRAME_WAIT, body.frame()).await
-        {
-            match frame {
-                Some(Ok(f)) => first = Some(f),
-                Some(Err(e)) => {
-                    tracing::debug!(host, error = %e, "malformed request body");
-                    return settings
-                        .pages
-                        .error(StatusCode::BAD_REQUEST, "The request body is malformed.");
-                }
-                None => {}
+        let (mut parts, body) = req.into_parts();
+        let body = match read_body_start(body, settings).await {
+            Ok(b) => b,
+            Err(BodyStart::TimedOut) => {
+                return own(
+                    settings,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "The request body did not arrive in time.",
+                );
             }
-        }
-        let rest = body
-            .map_err(|e| Box::new(ClientBodyError(e)) as Box<dyn std::error::Error + Send + Sync>);
-        let body: UpstreamBody = match first {
-            Some(f) => {
-                let head = http_body_util::StreamBody::new(futures::stream::iter([Ok(f)]));
-                let tail = http_body_util::BodyStream::new(rest);
-                http_body_util::StreamBody::new(futures::StreamExt::chain(
-                    futures::StreamExt::boxed(head),
-                    tail,
-                ))
-                .boxed_unsync()
+            Err(BodyStart::Malformed(e)) => {
+                tracing::debug!(host, error = %e, "malformed request body");
+                return settings
+                    .pages
+                    .error(StatusCode::BAD_REQUEST, "The request body is malformed.");
             }
-            None => rest.boxed_unsync(),
         };
         let body = Limited::new(
             body,
@@ -526,6 +611,11 @@ impl Proxy {
             Err(e) if is_length_limit(&e) => {
                 plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n")
             }
+            Err(e) if has_source::<BodyReadTimeout>(&e) => own(
+                settings,
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body did not arrive in time.",
+            ),
             Err(e) if has_source::<ClientBodyError>(&e) => {
                 tracing::debug!(host, error = %error_chain(&e), "request body failed");
                 settings
@@ -687,12 +777,12 @@ impl AccessInfo {
         tracing::info!(
             target: "dynamicproxy::access",
             client = %conn.peer.ip().to_canonical(),
-            method = %crate::malformed::Escaped(&self.method),
-            host = %crate::malformed::Escaped(&self.host),
-            path = %crate::malformed::Escaped(&self.path),
-            tool = %crate::malformed::Escaped(&self.tool),
+            method = %escape_controls(&self.method),
+            host = %escape_controls(&self.host),
+            path = %escape_controls(&self.path),
+            tool = %escape_controls(&self.tool),
             route = if self.route.is_empty() { "own" } else { self.route },
-            upstream = %crate::malformed::Escaped(&self.upstream),
+            upstream = %escape_controls(&self.upstream),
             status = resp.status().as_u16(),
             bytes,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -818,7 +908,12 @@ pub async fn serve_connections(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(server.header_read_timeout_ms.max(1)))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(server.max_head_bytes).unwrap_or(u32::MAX));
+    let head_limits = server.head_limits();
+    let idle_timeout = Duration::from_millis(server.idle_timeout_ms.max(1));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let handshake_timeout = Duration::from_millis(server.header_read_timeout_ms.max(1));
@@ -849,18 +944,37 @@ pub async fn serve_connections(
         let proxy = proxy.clone();
         let verdicts = Arc::new(FramingVerdicts::default());
         let watched = verdicts.clone();
+        let activity = Arc::new(ConnActivity::new(
+            tokio::time::Instant::now(),
+            handshake_timeout,
+            idle_timeout,
+        ));
+        let reader_activity = activity.clone();
         // hyper hands HTTP/1 requests over one at a time, in order, so the
         // n-th call is the n-th request head the scanner saw.
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            if verdicts.next_is_ambiguous() {
-                req.extensions_mut().insert(AmbiguousFraming);
+            match verdicts.next() {
+                Verdict::Fine => {}
+                Verdict::Ambiguous => {
+                    req.extensions_mut().insert(AmbiguousFraming);
+                }
+                Verdict::Oversized { request_line } => {
+                    req.extensions_mut().insert(Oversized { request_line });
+                }
             }
+            let in_flight = activity.start();
+            let activity = activity.clone();
             let proxy = proxy.clone();
             // Boxed: hyper keeps a slot the size of the service's future
             // for the connection's whole life; the handler's future is
             // ~3 KiB, which an idle keep-alive connection would otherwise hold.
-            let handled: HandlerFuture =
-                Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, info).await) });
+            let handled: HandlerFuture = Box::pin(async move {
+                let resp = proxy.handle(req, info).await;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    activity.upgraded();
+                }
+                Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))
+            });
             handled
         });
         let watcher = graceful.watcher();
@@ -869,7 +983,12 @@ pub async fn serve_connections(
             None => {
                 tokio::spawn(async move {
                     let _ticket = ticket;
-                    let io = TokioIo::new(WatchedIo::new(stream, watched));
+                    let io = TokioIo::new(WatchedIo::new(
+                        stream,
+                        head_limits,
+                        watched,
+                        reader_activity,
+                    ));
                     let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -896,7 +1015,12 @@ pub async fn serve_connections(
                             return;
                         }
                     };
-                    let io = TokioIo::new(WatchedIo::new(stream, watched));
+                    let io = TokioIo::new(WatchedIo::new(
+                        stream,
+                        head_limits,
+                        watched,
+                        reader_activity,
+                    ));
                     let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -207,7 +207,7 @@ impl RouteSync {
         };
         match Snapshot::read(path) {
             Ok(snap) => {
-                let table = RouteTable::from_raw(&snap.routes);
+                let table = RouteTable::from_raw_reusing(&snap.routes, Some(&self.routes.load()));
                 let age = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| Duration::from_secs(d.as_secs().saturating_sub(snap.written_at)))

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use forge_core::schema::strip_port;
-use forge_core::{BackendUrl, RoutePattern, ToolName};
+use forge_core::schema::{PatternBudget, escape_controls, strip_port};
+use forge_core::{BackendUrl, RoutePattern, SchemaError, ToolName};
 use http::uri::{Authority, Scheme};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,27 @@ pub struct InvalidEntry {
     pub reason: String,
 }
 
+/// What one tool's routes may cost the proxy: the route budget (compiled
+/// size per pattern, patterns per tool; entries over it are ignored and
+/// counted) and how much of a request path patterns are matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLimits {
+    /// The budget every tool's patterns are held to.
+    pub budget: PatternBudget,
+    /// Patterns see at most this many leading bytes of a path, so matching
+    /// work per request is bounded whatever the path's length.
+    pub max_match_path_bytes: usize,
+}
+
+impl Default for RouteLimits {
+    fn default() -> Self {
+        RouteLimits {
+            budget: PatternBudget::default(),
+            max_match_path_bytes: 1024,
+        }
+    }
+}
+
 /// The routes of one tool, in match order.
 #[derive(Debug, Default)]
 pub struct ToolRoutes {
@@ -87,23 +108,45 @@ pub struct ToolRoutes {
     pub routes: Vec<Route>,
     /// Fields that were ignored.
     pub invalid: Vec<InvalidEntry>,
+    /// How many of `invalid` were over the route budget.
+    pub over_budget: usize,
 }
 
 impl ToolRoutes {
     /// Compiles a `prefix:<tool>` hash. Patterns already in `patterns` are
     /// shared rather than compiled again (most tools use `.*`).
+    ///
+    /// Entries over `budget` are ignored: patterns that compile larger than
+    /// its compiled-size budget, and every field past the patterns-per-tool
+    /// budget (in pattern-text order).
     pub fn from_hash(
         hash: &BTreeMap<String, String>,
         patterns: &mut HashMap<String, RoutePattern>,
+        budget: &PatternBudget,
     ) -> Self {
         let mut out = ToolRoutes::default();
-        for (pattern, backend) in hash {
-            let compiled = match patterns.get(pattern.as_str()) {
-                Some(p) => Ok(p.clone()),
-                None => RoutePattern::parse(pattern).inspect(|p| {
-                    patterns.insert(pattern.clone(), p.clone());
-                }),
+        for (i, (pattern, backend)) in hash.iter().enumerate() {
+            let compiled = if let Err(e) = budget.check_count(i + 1) {
+                Err(e)
+            } else {
+                match patterns.get(pattern.as_str()) {
+                    Some(p) => Ok(p.clone()),
+                    None => RoutePattern::parse_within(pattern, budget).inspect(|p| {
+                        patterns.insert(pattern.clone(), p.clone());
+                    }),
+                }
             };
+            if let Err(
+                e @ (SchemaError::PatternOverBudget(_) | SchemaError::TooManyPatterns { .. }),
+            ) = &compiled
+            {
+                out.over_budget += 1;
+                tracing::warn!(
+                    pattern = %escape_controls(pattern),
+                    reason = %e,
+                    "route entry over the route budget; ignored"
+                );
+            }
             let parsed = compiled
                 .map_err(|e| e.to_string())
                 .and_then(|p| Ok((p, Backend::parse(backend)?)));
@@ -124,8 +167,14 @@ impl ToolRoutes {
         out
     }
 
-    /// The first route whose pattern matches `path`.
-    pub fn find(&self, path: &str) -> Option<&Route> {
+    /// The first route whose pattern matches `path` — its first
+    /// `max_path_bytes` bytes (cut at a character boundary).
+    pub fn find(&self, path: &str, max_path_bytes: usize) -> Option<&Route> {
+        let mut end = path.len().min(max_path_bytes);
+        while !path.is_char_boundary(end) {
+            end -= 1;
+        }
+        let path = &path[..end];
         self.routes.iter().find(|r| r.pattern.is_match(path))
     }
 
@@ -206,6 +255,8 @@ pub struct RouteTable {
     ignored_keys: usize,
     /// Compiled patterns by text, shared by every tool using them.
     patterns: HashMap<String, RoutePattern>,
+    /// The route budget and matching bound.
+    limits: RouteLimits,
 }
 
 impl RouteTable {
@@ -232,6 +283,19 @@ impl RouteTable {
                 .sum::<usize>()
     }
 
+    /// Number of hash fields ignored for being over the route budget.
+    pub fn over_budget_count(&self) -> usize {
+        self.tools.values().map(|t| t.over_budget).sum()
+    }
+
+    /// An empty table holding routes to `limits`.
+    pub fn with_limits(limits: RouteLimits) -> Self {
+        RouteTable {
+            limits,
+            ..Default::default()
+        }
+    }
+
     /// A tool's routes.
     pub fn tool(&self, tool: &str) -> Option<&Arc<ToolRoutes>> {
         self.tools.get(tool)
@@ -255,6 +319,7 @@ impl RouteTable {
     pub fn from_raw_reusing(raw: &RawRoutes, previous: Option<&RouteTable>) -> Self {
         let mut t = RouteTable {
             patterns: previous.map(|p| p.patterns.clone()).unwrap_or_default(),
+            limits: previous.map(|p| p.limits).unwrap_or_default(),
             ..Default::default()
         };
         for (tool, hash) in &raw.prefix {
@@ -313,7 +378,7 @@ impl RouteTable {
         match hash {
             Some(h) if !h.is_empty() => {
                 if valid {
-                    let routes = ToolRoutes::from_hash(h, &mut self.patterns);
+                    let routes = ToolRoutes::from_hash(h, &mut self.patterns, &self.limits.budget);
                     self.tools.insert(Arc::from(tool), Arc::new(routes));
                 } else {
                     self.ignored_keys += 1;
@@ -366,7 +431,11 @@ impl RouteTable {
             });
         if served {
             let tool = host.split('.').next().unwrap_or(host);
-            if let Some(route) = self.tools.get(tool).and_then(|t| t.find(path)) {
+            if let Some(route) = self
+                .tools
+                .get(tool)
+                .and_then(|t| t.find(path, self.limits.max_match_path_bytes))
+            {
                 return Decision::Route(route.backend.clone());
             }
         }
@@ -454,6 +523,13 @@ pub struct Routes {
 }
 
 impl Routes {
+    /// An empty table whose routes will be held to `limits`.
+    pub fn with_limits(limits: RouteLimits) -> Self {
+        Routes {
+            current: ArcSwap::from_pointee(RouteTable::with_limits(limits)),
+        }
+    }
+
     /// The current table.
     pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
         self.current.load()

@@ -181,7 +181,8 @@ async fn control_characters_are_escaped_in_the_access_log() {
             .unwrap(),
     );
     eventually("serving", || async move {
-        request(http, "a.toolforge.org", "/", "").await.status == 200
+        TcpStream::connect(http).await.is_ok()
+            && request(http, "a.toolforge.org", "/", "").await.status == 200
     })
     .await;
     // U+009B (CSI) is a terminal control sequence introducer in UTF-8; it
@@ -206,4 +207,227 @@ async fn control_characters_are_escaped_in_the_access_log() {
         "raw control character logged: {text}"
     );
     assert!(text.contains("/forged\\u{9b}31mRED"), "{text}");
+}
+
+// --- Item 2: connections that send nothing ----------------------------------
+
+/// Reads until the peer closes; panics if it doesn't within 20 s.
+async fn closed_within_bound(s: &mut TcpStream) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the proxy kept a silent connection open");
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_free_the_connection_cap() {
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    let mut c = test_config(&redis.url(), &default.url());
+    c.server.max_connections = 3;
+    c.server.workers = 1;
+    c.server.header_read_timeout_ms = 500;
+    c.server.idle_timeout_ms = 500;
+    let p = start_proxy(c).await;
+    wait_serving(&p).await;
+    // Fill the cap: a socket that never sends a byte, one that sends the
+    // HTTP/2 preface and an empty SETTINGS frame, one kept alive after a
+    // request. All then go silent.
+    let mut raw_silent = TcpStream::connect(p.http).await.unwrap();
+    let mut h2_silent = TcpStream::connect(p.http).await.unwrap();
+    h2_silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut kept_alive = TcpStream::connect(p.http).await.unwrap();
+    kept_alive
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.toolforge.org\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept_alive.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // A fourth client waits for a free slot, and gets one once the silent
+    // ones are closed.
+    let addr = p.http;
+    let waiting = tokio::spawn(async move { request(addr, "a.toolforge.org", "/", "").await });
+    closed_within_bound(&mut raw_silent).await;
+    closed_within_bound(&mut h2_silent).await;
+    closed_within_bound(&mut kept_alive).await;
+    let r = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the listener never served again")
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+// --- Item 3: slow request bodies ----------------------------------------------
+
+#[tokio::test]
+async fn a_slow_body_never_holds_the_backend() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let redis = RedisServer::start().await.unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let backend = serve_backend(move |req: hyper::Request<hyper::body::Incoming>| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = http_body_util::BodyExt::collect(req.into_body()).await;
+            let n = body.map(|b| b.to_bytes().len()).unwrap_or(0);
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(n.to_string())))
+        }
+    })
+    .await;
+    let mut c = test_config(&redis.url(), &backend);
+    c.server.body_read_timeout_ms = 500;
+    c.server.buffer_body_bytes = 1024;
+    let p = start_proxy(c).await;
+    wait_serving(&p).await;
+    // wait_serving's probes went to this backend.
+    let probes = asked.load(Ordering::SeqCst);
+
+    // A declared body that never comes, or stops half-way: 408, and the
+    // backend is never asked.
+    for sent in ["", "0123456789"] {
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: a.toolforge.org\r\nContent-Length: 1000\r\n\r\n{sent}"
+        );
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("no answer to a stalled body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(status(&text), 408, "{text}");
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        probes,
+        "the backend was asked"
+    );
+
+    // A large body streams; stalled half-way it is cut off with 408 too.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a.toolforge.org\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 50_000]).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("no answer to a stalled large body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status(&text), 408, "{text}");
+
+    // A body sent in time is passed on whole.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a.toolforge.org\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'y'; 5000]).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status(&text), 200, "{text}");
+    assert!(text.ends_with("5000"), "{text}");
+}
+
+// --- Item 7: request heads bounded -------------------------------------------
+
+#[tokio::test]
+async fn request_heads_are_bounded_like_nginx() {
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    let p = start_proxy(test_config(&redis.url(), &default.url())).await;
+    wait_serving(&p).await;
+
+    // 20 KiB of header fields pass; 40 KiB get 431; a 10 KiB request line 414.
+    let fields = |n: usize| format!("X-Big: {}\r\n", "a".repeat(n));
+    let r = request(p.http, "a.toolforge.org", "/", &fields(20 * 1024)).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let r = request(p.http, "a.toolforge.org", "/", &fields(40 * 1024)).await;
+    assert_eq!(r.status, 431, "{}", r.head);
+    let long_path = format!("/{}", "p".repeat(10 * 1024));
+    let r = request(p.http, "a.toolforge.org", &long_path, "").await;
+    assert_eq!(r.status, 414, "{}", r.head);
+
+    // A head trickled in small pieces that never ends is refused at the
+    // limit too, rather than buffered without bound.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.toolforge.org\r\n")
+        .await
+        .unwrap();
+    let piece = format!("X-Trickle: {}\r\n", "t".repeat(1000));
+    for _ in 0..100 {
+        if s.write_all(piece.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status(&text), 431, "{text}");
+}
+
+// --- Item 1: route patterns that cost other tools ----------------------------
+
+#[tokio::test]
+async fn route_entries_over_the_budget_are_ignored_and_matching_is_bounded() {
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    let tool = echo_backend("tool").await;
+    let url = tool.url();
+    // A linear-time pattern under the old size cap that costs the proxy
+    // seconds of CPU per long path: over the compiled-size budget.
+    cli(
+        redis.port(),
+        &["HSET", "prefix:greedy", "[ab]{3500}[^ab]", &url],
+    );
+    // Nine patterns where the budget allows eight: the last (in pattern
+    // order) is ignored.
+    for i in 0..9 {
+        cli(
+            redis.port(),
+            &["HSET", "prefix:many", &format!("^/p{i}"), &url],
+        );
+    }
+    // Matching sees only the first `routes.max_match_path_bytes` of a path.
+    cli(redis.port(), &["HSET", "prefix:tail", "x$", &url]);
+    let mut c = test_config(&redis.url(), &default.url());
+    c.routes.max_match_path_bytes = 1024;
+    let p = start_proxy(c).await;
+    wait_serving(&p).await;
+
+    let greedy_path = format!("/{}c", "a".repeat(3500));
+    let r = get(p.http, "greedy.toolforge.org", &greedy_path).await;
+    assert_eq!(r.backend(), "default", "an over-budget pattern was used");
+    let r = get(p.http, "many.toolforge.org", "/p0").await;
+    assert_eq!(r.backend(), "tool");
+    let r = get(p.http, "many.toolforge.org", "/p8").await;
+    assert_eq!(
+        r.backend(),
+        "default",
+        "a pattern past the per-tool budget was used"
+    );
+    let r = get(p.http, "tail.toolforge.org", "/ax").await;
+    assert_eq!(r.backend(), "tool");
+    let long_tail = format!("/{}x", "a".repeat(2000));
+    let r = get(p.http, "tail.toolforge.org", &long_tail).await;
+    assert_eq!(r.backend(), "default", "matched beyond the path bound");
 }

@@ -119,7 +119,10 @@ async fn bodies_stream_both_ways_without_buffering() {
     let backend = stream_backend().await;
     cli(redis.port(), &["HSET", "prefix:big", ".*", &backend.url]);
     let default = echo_backend("default").await;
-    let p = start_proxy(test_config(&redis.url(), &default.url())).await;
+    let mut c = test_config(&redis.url(), &default.url());
+    // Bodies past `buffer_body_bytes` stream; with 0 that is all of them.
+    c.server.buffer_body_bytes = 0;
+    let p = start_proxy(c).await;
     wait_serving(&p).await;
     let client =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<BoxBody>();
