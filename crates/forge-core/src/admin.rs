@@ -9,17 +9,27 @@
 //! * `GET /metrics` — Prometheus text format.
 //! * `GET /log-filter`, `PUT /log-filter` (body: an `EnvFilter` directive).
 //!
+//! Anyone who reaches the admin listener may read; changing a daemon (`PUT
+//! /log-filter`) or reading what only operators should see (dynamicproxy's
+//! backend addresses) needs the admin token: `Authorization: Bearer <token>`
+//! where the token is the content of a file ([`AdminToken::from_file`],
+//! installed with [`install_admin_token`]). Without a token file such
+//! requests are refused. [`StatusBoard::authorize`] is the one check, so a
+//! daemon's own guarded routes answer exactly like these. Everything
+//! `/status` and `/healthz` show passes through [`crate::redact`].
+//!
 //! A daemon owns a [`StatusBoard`], updates its checks and fields as things
 //! happen, and merges [`router`] into its own admin router (dynamicproxy adds
 //! `/list`, for instance).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -58,6 +68,107 @@ pub struct StatusBoard {
     started: SystemTime,
     inner: RwLock<BoardInner>,
     log: RwLock<Option<LogControl>>,
+    token: RwLock<Option<AdminToken>>,
+}
+
+/// The secret that guards changing admin endpoints, read from a file.
+///
+/// Its `Debug` never shows it; [`AdminToken::matches`] compares in constant
+/// time.
+#[derive(Clone)]
+pub struct AdminToken {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// Why the admin token file can't be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    /// The file can't be read.
+    #[error("admin token file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds nothing but whitespace.
+    #[error("admin token file {path} is empty")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token is too short to resist guessing.
+    #[error("admin token in {path} is {len} bytes; it must be at least {min}")]
+    TooShort {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+        /// The least accepted.
+        min: usize,
+    },
+}
+
+impl AdminToken {
+    /// The shortest token accepted, in bytes.
+    pub const MIN_LEN: usize = 16;
+
+    /// Reads the token from `path` (surrounding whitespace ignored).
+    pub fn from_file(path: &Path) -> Result<Self, AdminTokenError> {
+        let text = std::fs::read(path).map_err(|source| AdminTokenError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let secret = text.trim_ascii();
+        if secret.is_empty() {
+            return Err(AdminTokenError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        if secret.len() < Self::MIN_LEN {
+            return Err(AdminTokenError::TooShort {
+                path: path.to_owned(),
+                len: secret.len(),
+                min: Self::MIN_LEN,
+            });
+        }
+        Ok(AdminToken {
+            secret: secret.to_vec(),
+        })
+    }
+
+    /// Whether `presented` is this token (constant time in its content).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.secret.as_slice().ct_eq(presented))
+    }
+}
+
+/// Reads the token file at `path` (if any) and installs it on `board`; says
+/// at start-up which endpoints are refused when there is none.
+pub fn install_admin_token(
+    board: &StatusBoard,
+    path: Option<&Path>,
+) -> Result<(), AdminTokenError> {
+    let token = path.map(AdminToken::from_file).transpose()?;
+    match path {
+        Some(p) => tracing::info!(
+            file = %p.display(),
+            "admin token loaded: changing admin endpoints need it"
+        ),
+        None => tracing::warn!(
+            "no admin token file configured: changing admin endpoints (PUT /log-filter, \
+             backend listings) are refused"
+        ),
+    }
+    board.set_admin_token(token);
+    Ok(())
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +194,53 @@ impl StatusBoard {
                 ..Default::default()
             }),
             log: RwLock::new(None),
+            token: RwLock::new(None),
         })
+    }
+
+    /// Sets (or clears) the admin token guarding changing endpoints.
+    pub fn set_admin_token(&self, token: Option<AdminToken>) {
+        if let Ok(mut t) = self.token.write() {
+            *t = token;
+        }
+    }
+
+    /// Checks a request's `Authorization: Bearer <token>` against the admin
+    /// token; the refusal is the response to send: `401` without a token,
+    /// `403` with a wrong one or when none is configured.
+    #[allow(clippy::result_large_err)]
+    pub fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let token = self.token.read().ok().and_then(|t| t.clone());
+        let Some(token) = token else {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "refused: this daemon has no admin token configured, so it accepts no \
+                 changing or privileged admin requests (set its admin token file)\n",
+            )
+                .into_response());
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
+                    .map(|_| v[7..].trim_ascii())
+            });
+        match presented {
+            None => Err((
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"forge-admin\"")],
+                "unauthorized: send `Authorization: Bearer <admin token>`\n",
+            )
+                .into_response()),
+            Some(p) if token.matches(p) => Ok(()),
+            Some(_) => Err((
+                StatusCode::FORBIDDEN,
+                "forbidden: the admin token does not match\n",
+            )
+                .into_response()),
+        }
     }
 
     /// Records a new config generation (after a reload).
@@ -150,11 +307,13 @@ impl StatusBoard {
             .read()
             .map(|i| serde_json::to_value(&i.checks).unwrap_or_default())
             .unwrap_or_default();
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "status": self.overall(),
             "daemon": self.daemon,
             "checks": checks,
-        })
+        });
+        crate::redact::redact_json(&mut doc);
+        doc
     }
 
     /// The `/status` document.
@@ -188,6 +347,7 @@ impl StatusBoard {
         if let Some(obj) = doc.as_object_mut() {
             obj.extend(fields);
         }
+        crate::redact::redact_json(&mut doc);
         doc
     }
 }
@@ -233,7 +393,15 @@ async fn get_log_filter(State(board): State<Arc<StatusBoard>>) -> Response {
     }
 }
 
-async fn put_log_filter(State(board): State<Arc<StatusBoard>>, body: String) -> Response {
+async fn put_log_filter(
+    State(board): State<Arc<StatusBoard>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err(refusal) = board.authorize(&headers) {
+        tracing::warn!("PUT /log-filter refused: no valid admin token");
+        return refusal;
+    }
     let Some(log) = board.log.read().ok().and_then(|l| l.clone()) else {
         return (
             StatusCode::NOT_FOUND,

@@ -209,8 +209,13 @@ impl<T> Loaded<T> {
 
 impl<T: Serialize> Loaded<T> {
     /// The effective configuration rendered as TOML (for `--print-config`).
+    /// Credentials are redacted ([`crate::redact`]): the output is safe to paste.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(&self.config).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let rendered = toml::Value::try_from(&self.config).and_then(|mut v| {
+            crate::redact::redact_toml(&mut v);
+            toml::to_string_pretty(&v)
+        });
+        rendered.unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 

@@ -14,9 +14,11 @@
 //! * [`redis`] — Redis connection settings and the one fred builder, with
 //!   timeouts set; [`redis::report_master`] puts the master a daemon sees on
 //!   its status board.
+//! * [`redact`] — credentials blanked out of everything shown or logged.
 //! * [`lease`] — a Redis lease so a singleton runs on one host at a time.
 //! * [`telemetry`] — logging with a run-time filter, the Prometheus recorder.
-//! * [`admin`] — `/healthz`, `/status`, `/metrics`, `/log-filter`.
+//! * [`admin`] — `/healthz`, `/status`, `/metrics`, `/log-filter`; the admin
+//!   token that guards changing endpoints.
 //! * [`cli`] — the flags every daemon shares; the rustls crypto provider.
 //! * [`lifecycle`] — signals, graceful shutdown, systemd notifications.
 //!
@@ -28,6 +30,7 @@ pub mod config;
 pub mod lease;
 pub mod lifecycle;
 pub mod live;
+pub mod redact;
 pub mod redis;
 pub mod reload;
 pub mod schema;

@@ -74,10 +74,10 @@ impl RedisSettings {
     }
 
     /// What this points at, for logs and status (`redis://…` or
-    /// `sentinel:<service>@a,b`).
+    /// `sentinel:<service>@a,b`), with any password redacted.
     pub fn describe(&self) -> String {
         if self.sentinels.is_empty() {
-            self.url.clone()
+            crate::redact::redact(&self.url).into_owned()
         } else {
             format!(
                 "sentinel:{}@{}",
@@ -94,13 +94,13 @@ impl RedisSettings {
             .any(|s| self.url.starts_with(s))
         {
             return Err(RedisSetupError::BadAddress {
-                addr: self.url.clone(),
+                addr: crate::redact::redact(&self.url).into_owned(),
                 reason: "expected redis://host:port".into(),
             });
         }
         let mut config = Config::from_url(&self.url).map_err(|e| RedisSetupError::BadAddress {
-            addr: self.url.clone(),
-            reason: e.details().to_string(),
+            addr: crate::redact::redact(&self.url).into_owned(),
+            reason: crate::redact::redact(e.details()).into_owned(),
         })?;
         if !self.sentinels.is_empty() {
             let mut hosts = Vec::new();
