@@ -8,6 +8,8 @@
 //! `--print-config`. Each test serves the real admin router on a loopback
 //! port and talks HTTP/1.1 to it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
