@@ -4,7 +4,13 @@
 //! the current master, so a failover needs no configuration change). fred has
 //! no command timeout by default — a request would hang while Redis is down —
 //! so every client built here gets one, plus a connection timeout and an
-//! endless exponential reconnect policy.
+//! endless exponential reconnect policy. [`follow::MasterWatch`] moves a
+//! daemon's connections to a new master the moment Sentinel announces it, and
+//! lets write paths acknowledge only what the named master has.
+
+pub mod follow;
+
+pub use follow::{MasterWatch, MinReplicas, OnMasterError, ResolvedReplicas};
 
 use std::time::Duration;
 

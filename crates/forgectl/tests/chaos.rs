@@ -189,6 +189,7 @@ async fn kill_the_master_under_load() {
         sentinels.push(
             SentinelServer::builder(SERVICE, "127.0.0.1", r0.port())
                 .quorum(2)
+                .down_after(SWITCH_DOWN_AFTER)
                 .start()
                 .await
                 .unwrap(),
@@ -242,7 +243,7 @@ async fn kill_the_master_under_load() {
         // ownership check on, their routes would be removed mid-test.
         config.ownership.verify = false;
         config.redis = redis.clone();
-        config.durability.min_replicas = 1;
+        config.durability.min_replicas = forge_core::redis::MinReplicas::Count(1);
         config.durability.timeout_ms = 500;
         let store = proxylistener::RouteStore::connect(&config.redis).unwrap();
         assert!(store.wait_connected(Duration::from_secs(10)).await);
@@ -857,4 +858,397 @@ async fn kill_the_master_under_load() {
     );
     shutdown.trigger();
     let _ = db.quit().await;
+}
+
+// --- a master that is paused or cut off, not dead ----------------------------
+//
+// Sentinel promotes a replica while the old master is still alive: paused
+// (SIGSTOP, resumed after the promotion) or cut off from its replicas and
+// Sentinels while clients still reach it. The old master then answers
+// writes until Sentinel reconfigures it (8–15 s later); every write it
+// acknowledges is lost. With default settings no registration or enqueue may
+// be acknowledged from it.
+
+/// How the master fails in [`switch_scenario`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// SIGSTOP; SIGCONT once the Sentinels named a new master.
+    Pause,
+    /// Replica and Sentinel links black-holed (clients still reach it);
+    /// healed a few seconds after the promotion.
+    Cut,
+}
+
+/// Sentinel timings for these scenarios: `down-after-milliseconds` 2000
+/// rather than 1000, so that a loaded 2-core machine does not mark the
+/// just-promoted replica down too and fail over twice.
+const SWITCH_DOWN_AFTER: Duration = Duration::from_millis(2000);
+
+/// The figures of one switch scenario.
+#[derive(Debug)]
+struct SwitchFigures {
+    promoted_after: Duration,
+    promotion_to_first_ok: Option<Duration>,
+    outage: Duration,
+    attempts_after_fault: usize,
+    failed_after_fault: usize,
+    jobs_acked: usize,
+    jobs_refused: u64,
+}
+
+async fn switch_scenario(fault: Fault) -> SwitchFigures {
+    // --- Redis: master (behind a relay for Cut), 2 replicas, 3 Sentinels --
+    let r0 = RedisServer::start().await.expect("redis-server");
+    let relay = match fault {
+        Fault::Cut => Some(
+            forge_test_support::RedisRelay::start(r0.addr())
+                .await
+                .unwrap(),
+        ),
+        Fault::Pause => None,
+    };
+    let m0_port = relay.as_ref().map_or(r0.port(), |r| r.port());
+    let m0 = format!("127.0.0.1:{m0_port}");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(
+            RedisServer::builder()
+                .replica_of("127.0.0.1", m0_port)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    for r in &replicas {
+        let a = format!("127.0.0.1:{}", r.port());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !role_of(&a).await.2 {
+            assert!(Instant::now() < deadline, "replica {a} never linked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut sentinels = Vec::new();
+    for _ in 0..3 {
+        sentinels.push(
+            SentinelServer::builder(SERVICE, "127.0.0.1", m0_port)
+                .quorum(2)
+                .down_after(SWITCH_DOWN_AFTER)
+                .failover_timeout(Duration::from_secs(6))
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let redis = sentinel_settings(&sentinels);
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let c = RedisSettings::for_url(&sentinels[0].url())
+                .client()
+                .unwrap();
+            c.init().await.unwrap();
+            let reps = forgectl::redis::sentinel_replicas(&c, SERVICE)
+                .await
+                .unwrap_or_default();
+            let sens: Vec<fred::types::Value> = c
+                .custom(fred::cmd!("SENTINEL"), vec!["SENTINELS", SERVICE])
+                .await
+                .unwrap_or_default();
+            let _ = c.quit().await;
+            if reps.len() == 2 && sens.len() == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinels never discovered the topology"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let shutdown = Shutdown::new();
+    let identd = Arc::new(
+        Identd::start(IdentAnswer::Error("NO-USER".into()))
+            .await
+            .unwrap(),
+    );
+
+    // --- 2 proxylisteners with default settings (as main.rs wires them) ---
+    let mut listener_addrs = Vec::new();
+    for _ in 0..2 {
+        let mut config = proxylistener::Config {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        config.ident.port = identd.port();
+        config.redis = redis.clone();
+        let store = proxylistener::RouteStore::connect(&config.redis).unwrap();
+        assert!(store.wait_connected(Duration::from_secs(10)).await);
+        assert_eq!(
+            store.min_replicas(&config.durability).await,
+            1,
+            "min_replicas = auto waits for a replica where there are replicas"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener_addrs.push(listener.local_addr().unwrap());
+        tokio::spawn(proxylistener::run(
+            listener,
+            proxylistener::Context {
+                config: Reloadable::new(config),
+                store,
+            },
+            shutdown.clone(),
+        ));
+    }
+
+    // --- load: registrars and a durable enqueuer (as idm-web wires it) -----
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let logs: Arc<Mutex<BTreeMap<String, ToolLog>>> = Arc::default();
+    let mut load = Vec::new();
+    for i in 0..REGISTRARS {
+        let (stop, attempts, logs, identd) =
+            (stop.clone(), attempts.clone(), logs.clone(), identd.clone());
+        let listeners = listener_addrs.clone();
+        load.push(tokio::spawn(async move {
+            let tool = format!("churn{i}");
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let listener = listeners[(n as usize + i) % listeners.len()];
+                let (request, intended) = if n.is_multiple_of(3) {
+                    ("unregister\n.*\n".to_owned(), None)
+                } else {
+                    let url = format!("http://127.0.0.1:{}", 20000 + (n % 5000));
+                    (format!("register\n.*\n{url}\n"), Some(url))
+                };
+                let reply = registration(listener, &identd, &tool, request).await;
+                let ok = reply == "ok";
+                let clean = ok || reply.starts_with("fail:");
+                {
+                    let mut l = logs.lock().unwrap();
+                    let log = l.entry(tool.clone()).or_default();
+                    if ok {
+                        log.acked = Some(intended);
+                        log.unacked_after.clear();
+                    } else {
+                        log.unacked_after.push(intended);
+                    }
+                }
+                attempts.lock().unwrap().push(Attempt {
+                    at: Instant::now(),
+                    ok,
+                    clean,
+                    reply,
+                });
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }));
+    }
+    let acked_jobs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let job_failures = Arc::new(AtomicU64::new(0));
+    {
+        let (stop, acked, failures) = (stop.clone(), acked_jobs.clone(), job_failures.clone());
+        let pool = redis.pool().unwrap();
+        let watch = forge_core::redis::MasterWatch::start(&redis).unwrap();
+        watch.follow_pool(&pool);
+        drop(pool.connect_pool());
+        pool.wait_for_connect().await.unwrap();
+        let wanted = watch
+            .resolve_min_replicas(&redis, pool.next(), Default::default())
+            .await;
+        assert_eq!(wanted.count, 1, "{}", wanted.sentence);
+        let queue = Queue::new(pool, "default")
+            .with_min_replicas(wanted.count, Duration::from_millis(500))
+            .with_master_watch(watch, Duration::from_secs(3));
+        load.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match queue
+                    .enqueue(
+                        "forge.echo",
+                        vec![serde_json::json!(n)],
+                        EnqueueOptions::default(),
+                    )
+                    .await
+                {
+                    Ok(id) => acked.lock().unwrap().push(id),
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // --- the fault -------------------------------------------------------
+    let fault_at = Instant::now();
+    match (fault, &relay) {
+        (Fault::Pause, _) => r0.pause().unwrap(),
+        (Fault::Cut, Some(relay)) => relay.cut(),
+        (Fault::Cut, None) => unreachable!("a cut needs the relay"),
+    }
+    eprintln!("{fault:?}: the master {m0} at {:?}", fault_at.elapsed());
+    let new_master = loop {
+        if let Ok(views) = forgectl::redis::sentinel_views(&redis).await
+            && let Ok(m) = forgectl::redis::agreed_master(&views)
+            && m != m0
+        {
+            break m;
+        }
+        assert!(
+            fault_at.elapsed() < Duration::from_secs(30),
+            "no failover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let promoted_at = Instant::now();
+    let promoted_after = promoted_at.duration_since(fault_at);
+    eprintln!("sentinels promoted {new_master} {promoted_after:?} after the fault");
+    match (fault, &relay) {
+        (Fault::Pause, _) => r0.resume().unwrap(),
+        // Clients keep reaching the old master for a while, then the
+        // partition heals and Sentinel demotes it.
+        (Fault::Cut, Some(relay)) => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            relay.heal();
+        }
+        (Fault::Cut, None) => unreachable!(),
+    }
+    // Registrations succeed again, and keep succeeding for 3 s, and the old
+    // master has been demoted (so its window is covered).
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let demoted = role_of(&m0).await.0 != "master";
+        let a = attempts.lock().unwrap();
+        let last_fail = a.iter().rposition(|x| !x.ok);
+        let good_since = match last_fail {
+            Some(i) => a[i + 1..].first().map(|x| x.at),
+            None => None,
+        };
+        if demoted && good_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        assert!(
+            fault_at.elapsed() < Duration::from_secs(45),
+            "registrations never recovered (old master demoted: {demoted})"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+
+    // --- what held -----------------------------------------------------
+    let attempts = attempts.lock().unwrap().clone();
+    let unclean: Vec<&Attempt> = attempts.iter().filter(|a| !a.clean).collect();
+    assert!(unclean.is_empty(), "unclean replies: {unclean:?}");
+    let after_fault: Vec<&Attempt> = attempts.iter().filter(|a| a.at >= fault_at).collect();
+    let failed: Vec<&Attempt> = after_fault.iter().copied().filter(|a| !a.ok).collect();
+    let first_fail = failed.first().map_or(fault_at, |a| a.at);
+    let outage = match failed.last() {
+        Some(l) => after_fault
+            .iter()
+            .find(|a| a.ok && a.at > l.at)
+            .map(|a| a.at.duration_since(first_fail))
+            .expect("a success after the last failure"),
+        None => Duration::ZERO,
+    };
+    let promotion_to_first_ok = after_fault
+        .iter()
+        .find(|a| a.ok && a.at >= promoted_at)
+        .map(|a| a.at.duration_since(promoted_at));
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &failed {
+        let key: String = f.reply.chars().take(60).collect();
+        *reasons.entry(key).or_default() += 1;
+    }
+    // The master now (a second failover would show here).
+    let final_master = loop {
+        if let Ok(views) = forgectl::redis::sentinel_views(&redis).await
+            && let Ok(m) = forgectl::redis::agreed_master(&views)
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let db = RedisSettings::for_url(&format!("redis://{final_master}"))
+        .client()
+        .unwrap();
+    db.init().await.unwrap();
+    let mut lost = Vec::new();
+    let logs: Vec<(String, ToolLog)> = std::mem::take(&mut *logs.lock().unwrap())
+        .into_iter()
+        .collect();
+    for (tool, log) in &logs {
+        let now: Option<String> = db.hget(format!("prefix:{tool}"), ".*").await.unwrap();
+        if let Some(acked) = &log.acked
+            && now != *acked
+            && !log.unacked_after.contains(&now)
+        {
+            lost.push(format!("{tool}: acked {acked:?}, found {now:?}"));
+        }
+    }
+    let acked_jobs = acked_jobs.lock().unwrap().clone();
+    for id in &acked_jobs {
+        let exists: bool = db.exists(format!("rq:job:{id}")).await.unwrap();
+        if !exists {
+            lost.push(format!("job {id}"));
+        }
+    }
+    let _ = db.quit().await;
+    let figures = SwitchFigures {
+        promoted_after,
+        promotion_to_first_ok,
+        outage,
+        attempts_after_fault: after_fault.len(),
+        failed_after_fault: failed.len(),
+        jobs_acked: acked_jobs.len(),
+        jobs_refused: job_failures.load(Ordering::Relaxed),
+    };
+    eprintln!(
+        "SWITCH FIGURES ({fault:?})\n\
+         promoted {new_master} {:?} after the fault; master at the end {final_master}\n\
+         promotion → first ok on the new master: {:?}\n\
+         registration outage (first failure → first ok after the last failure): {:?}\n\
+         registrations after the fault: {} ({} failed cleanly); failure reasons: {reasons:?}\n\
+         durable enqueues: {} acknowledged, {} refused; acknowledged changes lost: {}\n",
+        figures.promoted_after,
+        figures.promotion_to_first_ok,
+        figures.outage,
+        figures.attempts_after_fault,
+        figures.failed_after_fault,
+        figures.jobs_acked,
+        figures.jobs_refused,
+        lost.len(),
+    );
+    assert!(lost.is_empty(), "acknowledged changes lost: {lost:?}");
+    assert!(
+        figures.outage <= Duration::from_secs(10),
+        "registrations were out for {:?}",
+        figures.outage
+    );
+    shutdown.trigger();
+    drop(replicas);
+    figures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paused_master_loses_no_acknowledged_write() {
+    let f = switch_scenario(Fault::Pause).await;
+    assert!(
+        f.promotion_to_first_ok.is_some(),
+        "no ok after the promotion: {f:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn master_cut_off_from_replicas_and_sentinels_loses_no_acknowledged_write() {
+    let f = switch_scenario(Fault::Cut).await;
+    assert!(
+        f.promotion_to_first_ok.is_some(),
+        "no ok after the promotion: {f:?}"
+    );
 }

@@ -90,8 +90,14 @@ impl Default for HttpSettings {
 pub struct QueueSettings {
     /// An enqueue (activation mail, account creation …) counts as done only
     /// once this many Redis replicas have it (`WAIT`); otherwise the user is
-    /// asked to try again. 0 = the master's acknowledgement is enough.
-    pub min_replicas: u32,
+    /// asked to try again. 0 = the master's acknowledgement is enough;
+    /// `"auto"` (the default) = 1 where the master has replicas, 0 where it
+    /// has none.
+    pub min_replicas: forge_core::redis::MinReplicas,
+    /// After a Sentinel master switch (or an enqueue that reached a server
+    /// that is no longer the master), how long an enqueue keeps retrying on
+    /// the new master before it fails, milliseconds.
+    pub switch_retry_ms: u64,
     /// How long to wait for those replicas, milliseconds.
     pub replica_timeout_ms: u64,
 }
@@ -99,8 +105,9 @@ pub struct QueueSettings {
 impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
-            min_replicas: 0,
+            min_replicas: forge_core::redis::MinReplicas::Auto,
             replica_timeout_ms: 1000,
+            switch_retry_ms: 3000,
         }
     }
 }

@@ -64,15 +64,53 @@ impl JobQueues {
     }
 
     /// The queues as `[queue]` configures them: with `min_replicas > 0`, an
-    /// enqueue succeeds only once that many replicas have it.
-    pub fn configured(pool: fred::prelude::Pool, settings: &crate::config::QueueSettings) -> Self {
+    /// enqueue succeeds only once that many replicas have it (`"auto"` is
+    /// resolved here, and logged); with Sentinels, the pool follows their
+    /// master switches and an enqueue is acknowledged only from the master
+    /// they name (retried there for up to `switch_retry_ms`).
+    pub async fn configured(
+        pool: fred::prelude::Pool,
+        redis: &forge_core::redis::RedisSettings,
+        settings: &crate::config::QueueSettings,
+    ) -> Self {
         let timeout = Duration::from_millis(settings.replica_timeout_ms);
+        let retry = Duration::from_millis(settings.switch_retry_ms);
+        let watch = match forge_core::redis::MasterWatch::start(redis) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the Sentinels; enqueues use fred's discovery only");
+                None
+            }
+        };
+        let wanted = match &watch {
+            Some(w) => {
+                w.follow_pool(&pool);
+                let r = w
+                    .resolve_min_replicas(redis, pool.next(), settings.min_replicas)
+                    .await;
+                tracing::info!(
+                    min_replicas = r.count,
+                    "idm-web's job queues: an enqueue {}",
+                    r.sentence
+                );
+                r.count
+            }
+            None => match settings.min_replicas {
+                forge_core::redis::MinReplicas::Count(n) => n,
+                forge_core::redis::MinReplicas::Auto => 1,
+            },
+        };
         let q = JobQueues::new(pool);
+        let with = |queue: Queue| {
+            let queue = queue.with_min_replicas(wanted, timeout);
+            match &watch {
+                Some(w) => queue.with_master_watch(w.clone(), retry),
+                None => queue,
+            }
+        };
         JobQueues {
-            default: q.default.with_min_replicas(settings.min_replicas, timeout),
-            notification: q
-                .notification
-                .with_min_replicas(settings.min_replicas, timeout),
+            default: with(q.default),
+            notification: with(q.notification),
         }
     }
 
@@ -252,6 +290,6 @@ pub async fn load_core(config_file: &std::path::Path) -> Result<Arc<Core>, JobSe
     fred::prelude::ClientLike::init(&pool)
         .await
         .map_err(|e| JobSetupError::Redis(e.to_string()))?;
-    let queues = JobQueues::configured(pool, &loaded.config.queue);
+    let queues = JobQueues::configured(pool, &loaded.config.redis, &loaded.config.queue).await;
     Ok(Core::build(loaded.config, &secrets, Some(queues)).await?)
 }

@@ -129,7 +129,7 @@ async fn redis_queues(config: &Config) -> anyhow::Result<JobQueues> {
     fred::prelude::ClientLike::init(&pool)
         .await
         .context("connecting to Redis")?;
-    Ok(JobQueues::configured(pool, &config.queue))
+    Ok(JobQueues::configured(pool, &config.redis, &config.queue).await)
 }
 
 #[tokio::main]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use forge_core::PatternBudget;
 use forge_core::config::{ConfigError, ConfigSource, Loaded};
-use forge_core::redis::RedisSettings;
+use forge_core::redis::{MinReplicas, RedisSettings};
 use forge_core::telemetry::LogSettings;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -236,18 +236,24 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Durability {
-    /// Replicas that must acknowledge a write (`WAIT`); 0 = the master's
-    /// confirmation is enough.
-    pub min_replicas: u32,
+    /// Replicas that must acknowledge a write (`WAIT`) before `ok`: a
+    /// number (0 = the master's confirmation is enough), or `"auto"` (the
+    /// default): 1 when the master has replicas, 0 only when it has none.
+    pub min_replicas: MinReplicas,
     /// How long to wait for them, ms.
     pub timeout_ms: u64,
+    /// After a Sentinel master switch (or a write that reached a server
+    /// that is no longer the master), how long a registration keeps
+    /// retrying on the new master before it answers `fail:`, ms.
+    pub switch_retry_ms: u64,
 }
 
 impl Default for Durability {
     fn default() -> Self {
         Durability {
-            min_replicas: 0,
+            min_replicas: MinReplicas::Auto,
             timeout_ms: 1000,
+            switch_retry_ms: 3000,
         }
     }
 }
@@ -305,6 +311,12 @@ impl Config {
         }
         if o.max_pending == 0 {
             return Err(loaded.invalid("ownership.max_pending", "must be at least 1"));
+        }
+        if self.durability.switch_retry_ms > 60_000 {
+            return Err(loaded.invalid(
+                "durability.switch_retry_ms",
+                "must be at most 60000 (a client waits that long for its reply)",
+            ));
         }
         if self.limits.max_connections == 0 {
             return Err(loaded.invalid("limits.max_connections", "must be at least 1"));

@@ -154,6 +154,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !store.wait_connected(Duration::from_secs(2)).await {
         tracing::warn!(redis = %config.redis.describe(), "Redis is not reachable yet; requests fail until it is");
     }
+    // Says in the log what a write waits for (`min_replicas`).
+    store.min_replicas(&config.durability).await;
     systemd::ready();
     systemd::spawn_watchdog(shutdown.clone(), || true);
     tracing::info!(listen = %config.listen, admin = %config.listen_admin, redis = %config.redis.describe(), generation = %loaded.generation, "proxylistener started");

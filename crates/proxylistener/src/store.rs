@@ -14,10 +14,18 @@
 //!
 //! Both publish the tool's name on `forge:routes:changed` (a hint for route
 //! caches; no key is written).
+//!
+//! With Sentinels, the store follows their `+switch-master` announcements
+//! ([`forge_core::redis::MasterWatch`]) and acknowledges a write only when the
+//! connection that made it is to the master they name; a write that reached a
+//! demoted master, or failed because of a switch, is run again on the new
+//! master within `durability.switch_retry_ms` (both scripts may be repeated:
+//! a repeated `HSET` changes nothing, and a repeated compare-and-delete
+//! reports that the route is no longer what the caller saw).
 
 use std::time::Duration;
 
-use forge_core::redis::RedisSettings;
+use forge_core::redis::{MasterWatch, MinReplicas, OnMasterError, RedisSettings};
 use forge_core::{PatternBudget, RedisKey, ToolName};
 use fred::prelude::*;
 
@@ -87,6 +95,17 @@ pub enum StoreError {
     /// A new route would take the tool over its patterns-per-tool budget.
     #[error("{0}")]
     OverBudget(forge_core::SchemaError),
+    /// The write reached a server that is not the master the Sentinels
+    /// name, and the new master was not reached in time.
+    #[error(
+        "redis at {connected} is no longer the master (the Sentinels name {master}); the registration was not acknowledged"
+    )]
+    NotMaster {
+        /// The server the write reached.
+        connected: String,
+        /// The master the Sentinels name.
+        master: String,
+    },
     /// Any other Redis error.
     #[error("redis error: {0}")]
     Other(String),
@@ -101,6 +120,7 @@ impl StoreError {
             StoreError::Unavailable(_) => "redis_unavailable",
             StoreError::NotReplicated { .. } => "not_replicated",
             StoreError::OverBudget(_) => "too_many_patterns",
+            StoreError::NotMaster { .. } => "not_master",
             StoreError::Other(_) => "redis_error",
         }
     }
@@ -118,6 +138,17 @@ impl StoreError {
     }
 }
 
+impl From<OnMasterError<StoreError>> for StoreError {
+    fn from(e: OnMasterError<StoreError>) -> Self {
+        match e {
+            OnMasterError::Write(e) => e,
+            OnMasterError::NotOnMaster { connected, master } => {
+                StoreError::NotMaster { connected, master }
+            }
+        }
+    }
+}
+
 /// The registrations in Redis.
 #[derive(Clone)]
 pub struct RouteStore {
@@ -125,6 +156,13 @@ pub struct RouteStore {
     pool: Pool,
     /// The per-command timeout, for error messages.
     timeout: Duration,
+    /// The master the Sentinels name; moves the pool on a switch.
+    watch: MasterWatch,
+    /// The Redis settings, to ask the Sentinels about replicas.
+    settings: RedisSettings,
+    /// What `min_replicas = "auto"` resolved to (asked once, then kept:
+    /// a master that lost its replicas must not drop to 0).
+    auto_replicas: std::sync::Arc<std::sync::OnceLock<u32>>,
 }
 
 impl std::fmt::Debug for RouteStore {
@@ -139,13 +177,75 @@ impl RouteStore {
     /// A store for `settings`; connections are opened in the background and
     /// re-opened whenever they drop, so a Redis that is down at start-up or
     /// later only makes requests fail until it is back.
+    /// Must be called inside a tokio runtime (it starts the Sentinel watch).
     pub fn connect(settings: &RedisSettings) -> Result<Self, forge_core::redis::RedisSetupError> {
         let pool = settings.pool()?;
+        let watch = MasterWatch::start(settings)?;
+        watch.follow_pool(&pool);
         drop(pool.connect_pool());
         Ok(RouteStore {
             pool,
             timeout: settings.command_timeout(),
+            watch,
+            settings: settings.clone(),
+            auto_replicas: std::sync::Arc::default(),
         })
+    }
+
+    /// The Sentinel watch this store follows.
+    pub fn master_watch(&self) -> &MasterWatch {
+        &self.watch
+    }
+
+    /// How many replicas a write waits for under `durability`, resolving
+    /// `"auto"` (once) and logging what it resolved to. Call at start-up so
+    /// the log says it; a write resolves it itself otherwise.
+    pub async fn min_replicas(&self, durability: &Durability) -> u32 {
+        match durability.min_replicas {
+            MinReplicas::Count(n) => n,
+            MinReplicas::Auto => {
+                if let Some(n) = self.auto_replicas.get() {
+                    return *n;
+                }
+                let resolved = self
+                    .watch
+                    .resolve_min_replicas(&self.settings, self.pool.next(), MinReplicas::Auto)
+                    .await;
+                if resolved.answered {
+                    if self.auto_replicas.set(resolved.count).is_ok() {
+                        tracing::info!(
+                            min_replicas = resolved.count,
+                            "proxylistener {}",
+                            resolved.sentence
+                        );
+                    }
+                } else {
+                    tracing::warn!(
+                        min_replicas = resolved.count,
+                        "proxylistener {}",
+                        resolved.sentence
+                    );
+                }
+                resolved.count
+            }
+        }
+    }
+
+    /// Runs `write` on the master (see [`MasterWatch::write_on_master`]).
+    async fn on_master<T, F, Fut>(&self, durability: &Durability, write: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        Ok(self
+            .watch
+            .write_on_master(
+                &self.pool,
+                Duration::from_millis(durability.switch_retry_ms),
+                |e| *e == StoreError::ReadOnly,
+                write,
+            )
+            .await?)
     }
 
     /// Waits (up to `within`) until a connection is up; `false` otherwise.
@@ -176,7 +276,7 @@ impl RouteStore {
         budget: &PatternBudget,
         durability: &Durability,
     ) -> Result<(), StoreError> {
-        let client = self.pool.next();
+        let wanted = self.min_replicas(durability).await;
         let keys = vec![
             RedisKey::Prefix(tool.clone()).to_key(),
             RedisKey::Redirect(tool.clone()).to_key(),
@@ -189,22 +289,28 @@ impl RouteStore {
             tool.to_string(),
             budget.max_patterns_per_tool().to_string(),
         ];
-        let written: i64 = client
-            .eval(REGISTER_LUA, keys, args)
-            .await
-            .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
-        if written <= 0 {
-            let have = usize::try_from(-written).unwrap_or(usize::MAX);
-            return Err(StoreError::OverBudget(
-                budget.check_count(have.saturating_add(1)).err().unwrap_or(
-                    forge_core::SchemaError::TooManyPatterns {
-                        have,
-                        max: budget.max_patterns_per_tool(),
-                    },
-                ),
-            ));
-        }
-        self.wait_replicas(client, durability).await
+        self.on_master(durability, |client| {
+            let (keys, args) = (keys.clone(), args.clone());
+            async move {
+                let written: i64 = client
+                    .eval(REGISTER_LUA, keys, args)
+                    .await
+                    .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
+                if written <= 0 {
+                    let have = usize::try_from(-written).unwrap_or(usize::MAX);
+                    return Err(StoreError::OverBudget(
+                        budget.check_count(have.saturating_add(1)).err().unwrap_or(
+                            forge_core::SchemaError::TooManyPatterns {
+                                have,
+                                max: budget.max_patterns_per_tool(),
+                            },
+                        ),
+                    ));
+                }
+                self.wait_replicas(&client, wanted, durability).await
+            }
+        })
+        .await
     }
 
     /// The backend `route` of `tool` points at now.
@@ -230,7 +336,7 @@ impl RouteStore {
         expected: Option<&str>,
         durability: &Durability,
     ) -> Result<bool, StoreError> {
-        let client = self.pool.next();
+        let wanted = self.min_replicas(durability).await;
         let keys = vec![
             RedisKey::Prefix(tool.clone()).to_key(),
             RedisKey::Redirect(tool.clone()).to_key(),
@@ -241,19 +347,30 @@ impl RouteStore {
             RedisKey::RoutesChanged.to_key(),
             tool.to_string(),
         ];
-        let deleted: i64 = client
-            .eval(UNREGISTER_LUA, keys, args)
-            .await
-            .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
-        if deleted == 1 {
-            self.wait_replicas(client, durability).await?;
-        }
-        Ok(deleted == 1)
+        self.on_master(durability, |client| {
+            let (keys, args) = (keys.clone(), args.clone());
+            async move {
+                let deleted: i64 = client
+                    .eval(UNREGISTER_LUA, keys, args)
+                    .await
+                    .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
+                if deleted == 1 {
+                    self.wait_replicas(&client, wanted, durability).await?;
+                }
+                Ok(deleted == 1)
+            }
+        })
+        .await
     }
 
     /// `WAIT` for the configured replica count on the connection that wrote.
-    async fn wait_replicas(&self, client: &Client, d: &Durability) -> Result<(), StoreError> {
-        if d.min_replicas == 0 {
+    async fn wait_replicas(
+        &self,
+        client: &Client,
+        wanted: u32,
+        d: &Durability,
+    ) -> Result<(), StoreError> {
+        if wanted == 0 {
             return Ok(());
         }
         // WAIT blocks server-side for up to timeout_ms: give the command that
@@ -263,13 +380,13 @@ impl RouteStore {
                 timeout: Some(Duration::from_millis(d.timeout_ms) + self.timeout),
                 ..Default::default()
             })
-            .wait(i64::from(d.min_replicas), d.timeout_ms as i64)
+            .wait(i64::from(wanted), d.timeout_ms as i64)
             .await
             .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
-        if acked < i64::from(d.min_replicas) {
+        if acked < i64::from(wanted) {
             return Err(StoreError::NotReplicated {
                 acked,
-                wanted: d.min_replicas,
+                wanted,
                 timeout_ms: d.timeout_ms,
             });
         }
@@ -278,6 +395,7 @@ impl RouteStore {
 
     /// Closes the connections.
     pub async fn quit(&self) {
+        self.watch.stop().await;
         let _ = self.pool.quit().await;
     }
 }

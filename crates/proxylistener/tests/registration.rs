@@ -302,7 +302,7 @@ async fn read_only_replica_is_refused() {
 #[tokio::test]
 async fn durability_waits_for_replicas() {
     let h = Harness::start_with(|c| {
-        c.durability.min_replicas = 1;
+        c.durability.min_replicas = forge_core::redis::MinReplicas::Count(1);
         c.durability.timeout_ms = 200;
     })
     .await;

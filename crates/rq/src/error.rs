@@ -43,6 +43,18 @@ pub enum RqError {
         /// How long we waited, ms.
         timeout_ms: u64,
     },
+    /// The enqueue reached a server that is not the master the Sentinels
+    /// name, and the new master was not reached in time
+    /// ([`crate::Queue::with_master_watch`]); not acknowledged.
+    #[error(
+        "redis at {connected} is no longer the master (the Sentinels name {master}); not acknowledged"
+    )]
+    NotMaster {
+        /// The server the enqueue reached.
+        connected: String,
+        /// The master the Sentinels name.
+        master: String,
+    },
     /// A Lua script answered something unexpected.
     #[error("unexpected reply from {script}: {reason}")]
     Protocol {

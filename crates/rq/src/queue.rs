@@ -48,6 +48,10 @@ pub struct Queue {
     /// Replicas that must acknowledge an enqueue (`WAIT`) and for how long
     /// to wait; `None`: the master's confirmation is enough.
     min_replicas: Option<(u32, Duration)>,
+    /// The master the Sentinels name: with it, a durable enqueue is
+    /// acknowledged only from that master, and retried there after a switch
+    /// (within `switch_retry`).
+    master: Option<(forge_core::redis::MasterWatch, Duration)>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -69,7 +73,23 @@ impl Queue {
             name: name.to_owned(),
             keys,
             min_replicas: None,
+            master: None,
         }
+    }
+
+    /// Acknowledges a durable enqueue ([`Queue::with_min_replicas`]) only
+    /// when the connection that wrote is to the master `watch` names; one
+    /// that reached a demoted master, or failed because of a switch, is
+    /// retried on the new master for up to `switch_retry` (a retry that
+    /// finds the job already there counts as placed). Follow the pool with
+    /// the same watch (`watch.follow_pool(&pool)`) so it moves on a switch.
+    pub fn with_master_watch(
+        mut self,
+        watch: forge_core::redis::MasterWatch,
+        switch_retry: Duration,
+    ) -> Queue {
+        self.master = Some((watch, switch_retry));
+        self
     }
 
     /// Makes every enqueue durable: it succeeds only once `replicas`
@@ -230,9 +250,14 @@ impl Queue {
             self.keys.registry(Registry::Scheduled, &self.name),
             self.keys.registry(Registry::Deferred, &self.name),
         ];
-        let placed: i64 = match self.min_replicas {
-            None => scripts::ENQUEUE.run(&self.pool, keys, args).await?,
-            Some((wanted, timeout)) => {
+        let placed: i64 = match (&self.master, self.min_replicas) {
+            (Some((watch, budget)), wanted) => {
+                let wanted = wanted.unwrap_or((0, Duration::ZERO));
+                self.enqueue_on_master(watch, *budget, keys, args, wanted)
+                    .await?
+            }
+            (None, None) => scripts::ENQUEUE.run(&self.pool, keys, args).await?,
+            (None, Some((wanted, timeout))) => {
                 let client = self.pool.next();
                 let placed = scripts::ENQUEUE.run_on(client, keys, args).await?;
                 wait_replicas(client, wanted, timeout).await?;
@@ -254,6 +279,57 @@ impl Queue {
         metrics::counter!("forge_rq_jobs_enqueued_total", "queue" => self.name.clone(), "job" => call.func_name.clone())
             .increment(1);
         Ok((id, placement))
+    }
+
+    /// The durable enqueue through `watch` (see [`Queue::with_master_watch`]).
+    /// A retry runs the script with `unique` set: the job id is ours, so a
+    /// job hash already there is our earlier attempt, replicated before the
+    /// switch, and is reported as placed (from its status) rather than
+    /// queued twice.
+    async fn enqueue_on_master(
+        &self,
+        watch: &forge_core::redis::MasterWatch,
+        budget: Duration,
+        keys: Vec<String>,
+        args: Vec<RedisValue>,
+        (wanted, timeout): (u32, Duration),
+    ) -> Result<i64, RqError> {
+        let mut attempt = 0_u32;
+        watch
+            .write_on_master(
+                &self.pool,
+                budget,
+                |e: &RqError| matches!(e, RqError::Redis(f) if f.details().contains("READONLY")),
+                |client| {
+                    attempt += 1;
+                    let retry = attempt > 1;
+                    let (keys, mut args) = (keys.clone(), args.clone());
+                    let job_key = keys[0].clone();
+                    if retry {
+                        args[2] = s("1");
+                    }
+                    async move {
+                        let mut placed: i64 = scripts::ENQUEUE.run_on(&client, keys, args).await?;
+                        if retry && placed == 0 {
+                            let status: Option<String> = client.hget(&job_key, "status").await?;
+                            placed = match status.as_deref() {
+                                Some("scheduled") => 2,
+                                Some("deferred") => 3,
+                                _ => 1,
+                            };
+                        }
+                        wait_replicas(&client, wanted, timeout).await?;
+                        Ok(placed)
+                    }
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                forge_core::redis::OnMasterError::Write(e) => e,
+                forge_core::redis::OnMasterError::NotOnMaster { connected, master } => {
+                    RqError::NotMaster { connected, master }
+                }
+            })
     }
 
     /// Number of queued jobs.
@@ -370,6 +446,9 @@ impl Queue {
 
 /// `WAIT wanted timeout` on `client`; an error when fewer acknowledged.
 async fn wait_replicas(client: &Client, wanted: u32, timeout: Duration) -> Result<(), RqError> {
+    if wanted == 0 {
+        return Ok(());
+    }
     let timeout_ms = timeout.as_millis() as u64;
     // WAIT blocks server-side up to timeout_ms: allow that on top of the
     // client's command timeout.

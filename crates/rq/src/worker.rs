@@ -363,12 +363,17 @@ impl Worker {
     /// shutdown hands them back at once.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), RqError> {
         let pool = self.redis.pool()?;
+        // Follow Sentinel's master switches at once (a paused or cut-off
+        // master keeps its connections open).
+        let master_watch = forge_core::redis::MasterWatch::start(&self.redis)?;
+        master_watch.follow_pool(&pool);
         pool.init().await?;
         // Blocking waits must end well within the client's command timeout.
         let block_secs = (self.redis.command_timeout().as_secs_f64() / 2.0).clamp(0.05, 1.0);
         let mut wakers = Vec::new();
         for q in &self.settings.queues {
             let c = self.redis.client()?;
+            master_watch.follow(&c);
             c.init().await?;
             wakers.push((q.clone(), c));
         }

@@ -12,6 +12,7 @@
 //! | [`ports`]   | free loopback ports, waiting for a port to accept connections         |
 //! | [`process`] | [`ChildGuard`]: a child process killed on drop, SIGSTOP/SIGCONT/SIGKILL |
 //! | [`redis`]   | [`RedisServer`] (master or replica) and [`SentinelServer`]            |
+//! | [`relay`]   | [`RedisRelay`]: a relay that cuts a master off from its replicas and Sentinels |
 //! | [`identd`]  | [`Identd`]: an RFC 1413 ident server answering from a table; [`Oidentd`]: Debian's oidentd, answering from the kernel's socket table |
 //! | [`users`]   | system users for tests ([`ensure_user`]) and [`ListenerAs`]: a TCP server run as one of them |
 //! | [`ldap`]    | [`Slapd`]: OpenLDAP with mdb, ppolicy, argon2 and the openssh-lpk schema |
@@ -42,6 +43,7 @@ pub mod legacy;
 pub mod ports;
 pub mod process;
 pub mod redis;
+pub mod relay;
 pub mod smtp;
 pub mod sql;
 pub mod tools;
@@ -56,6 +58,7 @@ pub use legacy::{LegacyProxyListener, LegacyQuirk, LegacyRegister, LegacyReply};
 pub use ports::{free_port, wait_for_port};
 pub use process::ChildGuard;
 pub use redis::{RedisServer, RedisServerBuilder, SentinelServer, SentinelServerBuilder};
+pub use relay::RedisRelay;
 pub use smtp::{CapturedMail, SmtpSink};
 pub use sql::{MariaDb, MariaDbServer, SqliteDb};
 pub use tools::ToolAccount;

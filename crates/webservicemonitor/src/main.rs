@@ -88,6 +88,11 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     board.set_log_control(log.clone());
 
     let redis = config.redis.client().context("Redis client")?;
+    // Follows Sentinel's master switches at once (throttle and lease writes
+    // then go to the new master, not a paused or cut-off old one).
+    let master_watch =
+        forge_core::redis::MasterWatch::start(&config.redis).context("Redis client")?;
+    master_watch.follow(&redis);
     // Connect in the background with endless reconnects: while Redis is
     // unreachable a pass reports the error and restarts nothing, and the
     // daemon keeps running until it is back.

@@ -50,7 +50,8 @@
 # @param backend_networks Networks a backend may be registered in besides
 #   the registering host's own address.
 # @param min_replicas Replicas a registration must reach (Redis WAIT) before
-#   it is acknowledged; 1 or more so a failover loses no acknowledged route.
+#   it is acknowledged; `auto` (the default): 1 where the master has
+#   replicas, 0 where it has none — so a failover loses no acknowledged route.
 # @param proxylistener_settings Further proxylistener keys.
 # @param manage_redis Configure the local Redis and Sentinel (forge::redis).
 # @param config_change What a changed config file does: `reload` (SIGHUP),
@@ -76,7 +77,7 @@ class forge::proxy (
   String[1] $canonical_domain = 'toolforge.org',
   String[1] $project = 'tools',
   Array[String[1]] $backend_networks = [],
-  Integer[0] $min_replicas = 0,
+  Variant[Integer[0], Enum['auto']] $min_replicas = 'auto',
   Hash $proxylistener_settings = {},
   Boolean $manage_redis = true,
   Forge::Configchange $config_change = 'reload',

@@ -20,7 +20,10 @@
 # @param down_after_ms How long the master must be unreachable to be down.
 # @param failover_timeout_ms Sentinel's failover timeout.
 # @param min_replicas_to_write Refuse writes on a master with fewer
-#   connected replicas than this (0: off).
+#   connected replicas than this (0: off). Default: 1 where there are
+#   replicas (Sentinels are configured, `forge::redis_sentinels`), else 0 —
+#   a master cut off from every replica then stops accepting writes after
+#   `min-replicas-max-lag` (10 s) instead of taking writes a failover loses.
 # @param appendonly Keep an append-only file (routes survive a restart).
 # @param notify_keyspace_events Keyspace notifications dynamicproxy follows;
 #   it needs at least `Kghsxe`.
@@ -36,7 +39,7 @@ class forge::redis (
   Integer[1] $quorum = 2,
   Integer[1] $down_after_ms = 5000,
   Integer[1] $failover_timeout_ms = 60000,
-  Integer[0] $min_replicas_to_write = 0,
+  Optional[Integer[0]] $min_replicas_to_write = undef,
   Boolean $appendonly = true,
   String[1] $notify_keyspace_events = 'Kghsxe',
   String[1] $owner = 'redis',
@@ -45,12 +48,20 @@ class forge::redis (
 ) {
   include forge
 
+  if $min_replicas_to_write =~ Undef {
+    $replicas_to_write = $forge::redis_sentinels.empty ? {
+      true    => 0,
+      default => 1,
+    }
+  } else {
+    $replicas_to_write = $min_replicas_to_write
+  }
   $etc = "${forge::root_dir}/etc/redis"
   $is_master = $initial_master in [$facts['networking']['fqdn'], $facts['networking']['hostname']]
   $static = {
     'bind'                   => $bind.unique,
     'port'                   => $port,
-    'min_replicas_to_write'  => $min_replicas_to_write,
+    'min_replicas_to_write'  => $replicas_to_write,
     'appendonly'             => $appendonly,
     'notify_keyspace_events' => $notify_keyspace_events,
     'service_name'           => $forge::redis_service_name,

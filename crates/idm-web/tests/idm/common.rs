@@ -305,7 +305,7 @@ pub async fn build_core(config: &Config, secrets: &Secrets) -> Arc<Core> {
         config.clone(),
         secrets,
         db,
-        Some(JobQueues::configured(pool, &config.queue)),
+        Some(JobQueues::configured(pool, &config.redis, &config.queue).await),
     )
     .await
     .unwrap()

@@ -321,7 +321,7 @@ async fn an_unreplicated_enqueue_withdraws_the_signup() {
     // activation mail can't be queued durably, so the signup is refused with
     // an error and withdrawn — its names stay free for the retry.
     let mut env = env().await;
-    env.config.queue.min_replicas = 1;
+    env.config.queue.min_replicas = forge_core::redis::MinReplicas::Count(1);
     env.config.queue.replica_timeout_ms = 100;
     let strict = crate::common::build_core(&env.config, &env.secrets).await;
     let f = form("Durable Person", "durable");
