@@ -281,7 +281,7 @@ impl MasterWatch {
             .iter()
             .map(|s| format!("{}:{}", s.host, s.port))
             .collect();
-        if connected.iter().any(|c| *c == master) {
+        if connected.contains(&master) {
             Ok(())
         } else {
             let connected = if connected.is_empty() {
