@@ -5,11 +5,12 @@
 //!   format=json&formatversion=2`, finds the `<pre>` blocks of the rendered
 //!   page, un-escapes their HTML, and keeps each line's regex and options:
 //!   `#` starts a comment, the options are the trailing `<a|b|c>` part.
-//! * [`Blocklist`] is the compiled matcher: `^(?:re)$`, case-insensitive
-//!   unless the entry says `casesensitive`, `.` matching newlines (MediaWiki's
-//!   `/us`). Entries meant only for page moves (`moveonly`) or uploads
-//!   (`reupload`) never block usernames. Entries whose regex our (linear-time)
-//!   engine does not support are skipped and counted.
+//! * [`Blocklist`] is the compiled matcher, following the TitleBlacklist
+//!   extension: each name is tested as its user page title `User:<Name>`;
+//!   entries are PCRE `/^(?:re)$/us` (`i` unless `casesensitive`), with `_`
+//!   read as a space and `{{ns:…}}` expanded. Only `moveonly` entries never
+//!   block accounts. The engine is fancy-regex (back-references,
+//!   look-arounds) with a backtracking budget per match.
 //! * [`sync`] fetches every configured wiki with a timeout and a User-Agent,
 //!   stores what it found with origin and last-seen, and drops entries unseen
 //!   for `stale_days`. A failed fetch changes nothing for that wiki (not
@@ -20,7 +21,6 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use regex::{Regex, RegexBuilder};
 
 use crate::config::BlocklistSettings;
 use crate::db::now;
@@ -163,11 +163,123 @@ pub fn parse_api_response(json: &[u8]) -> Result<Vec<Entry>, BlocklistError> {
     Ok(entries)
 }
 
+/// The backtracking budget of one match of one entry (fancy-regex's
+/// `backtrack_limit`). A match that runs out counts as no match, as a PCRE
+/// `preg_match` that hits `pcre.backtrack_limit` does, and is logged.
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
+/// Expands the magic words MediaWiki expands in an entry
+/// (`TitleBlacklistEntry::newFromString`): `{{ns:…}}` becomes the canonical
+/// namespace name, `{{int:…}}` the message text. We hold no wiki messages, so
+/// `{{int:name}}` becomes `⧼name⧽`, which is what MediaWiki renders for a
+/// message it does not have; an unknown namespace is left as written.
+pub fn expand_magic_words(regex: &str) -> String {
+    let mut out = String::with_capacity(regex.len());
+    let mut rest = regex;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let inner = &after[..end];
+        let expanded = inner.split_once(':').and_then(|(word, arg)| {
+            let arg = arg.trim();
+            match word.trim().to_ascii_lowercase().as_str() {
+                "ns" => namespace_name(arg).map(str::to_owned),
+                "int" => Some(format!("\u{29fc}{arg}\u{29fd}")),
+                _ => None,
+            }
+        });
+        match expanded {
+            Some(text) => out.push_str(&text),
+            None => out.push_str(&rest[i..i + 4 + end]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// MediaWiki's canonical namespace names, by number or (any-case, `_` or
+/// space) name.
+fn namespace_name(arg: &str) -> Option<&'static str> {
+    const NAMES: [(i32, &str); 16] = [
+        (0, ""),
+        (1, "Talk"),
+        (2, "User"),
+        (3, "User talk"),
+        (4, "Project"),
+        (5, "Project talk"),
+        (6, "File"),
+        (7, "File talk"),
+        (8, "MediaWiki"),
+        (9, "MediaWiki talk"),
+        (10, "Template"),
+        (11, "Template talk"),
+        (12, "Help"),
+        (13, "Help talk"),
+        (14, "Category"),
+        (15, "Category talk"),
+    ];
+    let wanted = arg.replace('_', " ").to_lowercase();
+    NAMES
+        .iter()
+        .find(|(n, name)| wanted == n.to_string() || wanted == name.to_lowercase())
+        .map(|(_, name)| *name)
+}
+
+/// An entry's regex as MediaWiki matches it: underscores are spaces (it
+/// matches the text form of titles) and magic words are expanded
+/// (`TitleBlacklistEntry::newFromString`).
+pub fn normalise_pattern(pattern: &str) -> String {
+    expand_magic_words(&pattern.replace('_', " "))
+}
+
+/// The title MediaWiki tests for a new account: the user page,
+/// `User:<Name>`, with the first letter upper-cased and underscores as
+/// spaces (`Hooks::testUserName` builds an `NS_USER` title).
+pub fn user_page_title(name: &str) -> String {
+    let name = name.replace('_', " ");
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => format!("User:{}{}", first.to_uppercase(), chars.as_str()),
+        None => "User:".to_owned(),
+    }
+}
+
+/// Whether an entry with these options applies to new accounts: only
+/// `moveonly` keeps it out (`TitleBlacklistEntry::matches` for the action
+/// `new-account`: `newaccountonly`, `noedit`, `reupload`, `autoconfirmed` all
+/// still block account creation).
+pub fn applies_to_new_accounts(options: &[&str]) -> bool {
+    !options.contains(&"moveonly")
+}
+
+/// One compiled entry.
+#[derive(Debug)]
+struct CompiledEntry {
+    /// The anchored, flagged regex.
+    regex: fancy_regex::Regex,
+    /// The entry as stored (for messages).
+    pattern: String,
+}
+
 /// The compiled matcher.
+///
+/// Follows `TitleBlacklistEntry::matches` of
+/// wikimedia/mediawiki-extensions-TitleBlacklist
+/// (`includes/TitleBlacklistEntry.php` at
+/// efca55077cf2b2657a622885f88d5b50f913a251): each entry is the PCRE
+/// `/^(?:regex)$/us`, plus `i` unless `casesensitive`, tested against the
+/// user page title. The dialect is PCRE's, so back-references and
+/// look-arounds work (fancy-regex, with a backtracking budget per match).
 #[derive(Debug, Default)]
 pub struct Blocklist {
-    regexes: Vec<(Regex, String)>,
-    /// Entries skipped because their regex is unsupported.
+    /// Entries that apply to new accounts.
+    entries: Vec<CompiledEntry>,
+    /// Entries skipped because their regex does not compile.
     pub skipped: usize,
 }
 
@@ -177,38 +289,55 @@ impl Blocklist {
         let mut b = Blocklist::default();
         for e in entries {
             let opts: Vec<&str> = e.options.split('|').collect();
-            if opts.iter().any(|o| *o == "moveonly" || *o == "reupload") {
+            if !applies_to_new_accounts(&opts) {
                 continue;
             }
-            match RegexBuilder::new(&format!("^(?:{})$", e.pattern))
-                .case_insensitive(e.case_sensitive == 0)
-                .dot_matches_new_line(true)
-                .size_limit(1 << 20)
+            let flags = if e.case_sensitive == 0 {
+                "(?is)"
+            } else {
+                "(?s)"
+            };
+            let source = format!("{flags}^(?:{})$", normalise_pattern(&e.pattern));
+            match fancy_regex::RegexBuilder::new(&source)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .delegate_size_limit(1 << 20)
                 .build()
             {
-                Ok(r) => b.regexes.push((r, e.pattern.clone())),
+                Ok(regex) => b.entries.push(CompiledEntry {
+                    regex,
+                    pattern: e.pattern.clone(),
+                }),
                 Err(_) => b.skipped += 1,
             }
         }
         b
     }
 
-    /// The first entry matching `name`, if any.
+    /// The first entry blocking the account name `name` (matched as its user
+    /// page title, `User:<Name>`), if any.
     pub fn matching(&self, name: &str) -> Option<&str> {
-        self.regexes
+        let title = user_page_title(name);
+        self.entries
             .iter()
-            .find(|(r, _)| r.is_match(name))
-            .map(|(_, p)| p.as_str())
+            .find(|e| match e.regex.is_match(&title) {
+                Ok(m) => m,
+                Err(err) => {
+                    tracing::warn!(pattern = %e.pattern, error = %err,
+                        "blocklist entry gave up matching; counted as no match, as PCRE does");
+                    false
+                }
+            })
+            .map(|e| e.pattern.as_str())
     }
 
     /// How many entries are in force.
     pub fn len(&self) -> usize {
-        self.regexes.len()
+        self.entries.len()
     }
 
     /// Whether no entry is in force.
     pub fn is_empty(&self) -> bool {
-        self.regexes.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -340,27 +469,92 @@ mod tests {
         assert!(e.options.is_empty());
     }
 
-    #[test]
-    fn matching_is_anchored_and_case_insensitive_by_default() {
-        let stored = |p: &str, o: &str| StoredEntry {
+    fn stored(p: &str, o: &str) -> StoredEntry {
+        StoredEntry {
             origin: "t".into(),
             pattern: p.into(),
             options: o.into(),
             case_sensitive: i64::from(o.contains("casesensitive")),
             last_seen: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn matching_is_anchored_and_case_insensitive_by_default() {
         let b = Blocklist::compile(&[
-            stored("admin", ""),
-            stored("Root.*", "casesensitive"),
-            stored("(?<=x)y", ""),
-            stored("move", "moveonly"),
+            stored("User:admin", ""),
+            stored("User:Root.*", "casesensitive"),
+            stored("User:(", ""),
+            stored("User:move", "moveonly"),
         ]);
         assert_eq!(b.skipped, 1);
         assert!(b.matching("ADMIN").is_some());
         assert!(b.matching("sysadmin").is_none());
         assert!(b.matching("Rootbeer").is_some());
-        assert!(b.matching("rootbeer").is_none());
+        assert!(
+            b.matching("rootbeer").is_some(),
+            "User:Rootbeer, first letter upper"
+        );
+        assert!(b.matching("xRootbeer").is_none());
         assert!(b.matching("move").is_none());
+    }
+
+    #[test]
+    fn the_title_is_the_user_page() {
+        let b = Blocklist::compile(&[stored("User:Foo.*", ""), stored("Bar", "")]);
+        assert_eq!(b.matching("Foo Bar"), Some("User:Foo.*"));
+        assert!(
+            b.matching("Bar").is_none(),
+            "a page-title line never blocks accounts"
+        );
+        assert_eq!(user_page_title("foo_bar"), "User:Foo bar");
+    }
+
+    #[test]
+    fn underscores_and_magic_words() {
+        let b = Blocklist::compile(&[
+            stored(".*Under_score.*", ""),
+            stored("{{ns:user}}:Nsword.*", ""),
+            stored("{{ns:2}}:Numbered", ""),
+            stored("{{int:blocked-name}}", ""),
+        ]);
+        assert_eq!(b.skipped, 0);
+        assert!(b.matching("Under score name").is_some());
+        assert!(b.matching("Nswordfish").is_some());
+        assert!(b.matching("Numbered").is_some());
+        assert_eq!(expand_magic_words("{{ns:User_talk}}:x"), "User talk:x");
+        assert_eq!(expand_magic_words("{{ns:nosuch}}"), "{{ns:nosuch}}");
+    }
+
+    #[test]
+    fn pcre_dialect() {
+        let b = Blocklist::compile(&[
+            stored("User:X(.)\\1.*", "casesensitive"),
+            stored("(?!User:Good).*bot", ""),
+        ]);
+        assert_eq!(b.skipped, 0);
+        assert!(b.matching("Xbbc").is_some(), "back-reference");
+        assert!(b.matching("Xbcd").is_none());
+        assert!(b.matching("Spambot").is_some(), "look-ahead");
+        assert!(b.matching("Goodbot").is_none());
+        // Catastrophic backtracking gives up (no match), never hangs.
+        let b = Blocklist::compile(&[stored("User:(a+)+b", "")]);
+        assert!(b.matching(&"a".repeat(40)).is_none());
+    }
+
+    #[test]
+    fn options_for_new_accounts() {
+        let b = Blocklist::compile(&[
+            stored("User:Moved", "moveonly"),
+            stored("User:Noedit", "noedit"),
+            stored("User:Reup", "reupload"),
+            stored("User:Auto", "autoconfirmed"),
+            stored("User:New", "newaccountonly"),
+        ]);
+        assert!(b.matching("Moved").is_none());
+        for n in ["Noedit", "Reup", "Auto", "New"] {
+            assert!(b.matching(n).is_some(), "{n}");
+        }
     }
 
     #[test]

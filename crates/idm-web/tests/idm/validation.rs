@@ -103,8 +103,8 @@ async fn blocklisted_names_are_refused_with_and_without_casesensitive() {
         .upsert(
             "test",
             &[
-                ("bad.*".into(), String::new(), false),
-                ("Evil.*".into(), "casesensitive".into(), true),
+                ("User:bad.*".into(), String::new(), false),
+                ("User:EvIL.*".into(), "casesensitive".into(), true),
             ],
             idm_web::db::now(),
         )
@@ -129,9 +129,9 @@ async fn blocklisted_names_are_refused_with_and_without_casesensitive() {
             .unwrap(),
         SignupOutcome::Stored { .. }
     ));
-    // Case-sensitive entry: "Evil one" is blocked, "evil-one" is not.
+    // Case-sensitive entry: "EvIL one" is blocked; "evil-one" (User:Evil-one) is not.
     assert!(
-        !errors(&env, &form("Evil one", "fine2"), "username")
+        !errors(&env, &form("EvIL one", "fine2"), "username")
             .await
             .is_empty()
     );
