@@ -92,6 +92,51 @@ pub struct SchedulerCommands {
     pub stop: ArgvTemplate,
 }
 
+/// The commands of the `gridengine` backend. Each key missing from the file
+/// keeps its own default (setting only `submit` keeps `qstat` and `qdel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GridengineCommands {
+    /// Prints `qstat -xml`.
+    pub list: ArgvTemplate,
+    /// Submits a web service job (`qsub … webservice-runner --register-proxy …`).
+    pub submit: ArgvTemplate,
+    /// Deletes a job (`qdel`).
+    pub stop: ArgvTemplate,
+}
+
+impl Default for GridengineCommands {
+    fn default() -> Self {
+        let t = |v: &[&str]| ArgvTemplate::new(v.iter().map(|s| (*s).to_owned()).collect());
+        GridengineCommands {
+            list: t(&["qstat", "-u", "*", "-xml"]),
+            submit: t(&[
+                "qsub",
+                "-e",
+                "{home}/error.log",
+                "-o",
+                "{home}/error.log",
+                "-i",
+                "/dev/null",
+                "-q",
+                "{queue}",
+                "-l",
+                "h_vmem={mem},release={release}",
+                "-b",
+                "y",
+                "-N",
+                "{job_name}",
+                "/usr/bin/webservice-runner",
+                "--register-proxy",
+                "--type",
+                "{type}",
+                "{extra_args}",
+            ]),
+            stop: t(&["qdel", "{job_id}"]),
+        }
+    }
+}
+
 /// How jobs are listed, submitted and stopped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -102,45 +147,19 @@ pub struct SchedulerConfig {
     pub timeout_secs: u64,
     /// Largest output read from the list command, bytes.
     pub max_output_bytes: usize,
-    /// Commands of the `gridengine` backend.
-    pub gridengine: SchedulerCommands,
-    /// Commands of the `command` backend.
+    /// Commands of the `gridengine` backend (each key defaults on its own).
+    pub gridengine: GridengineCommands,
+    /// Commands of the `command` backend (no defaults: all three are required).
     pub command: SchedulerCommands,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        let t = |v: &[&str]| ArgvTemplate::new(v.iter().map(|s| (*s).to_owned()).collect());
         SchedulerConfig {
             backend: SchedulerKind::Gridengine,
             timeout_secs: 30,
             max_output_bytes: 256 * 1024 * 1024,
-            gridengine: SchedulerCommands {
-                list: t(&["qstat", "-u", "*", "-xml"]),
-                submit: t(&[
-                    "qsub",
-                    "-e",
-                    "{home}/error.log",
-                    "-o",
-                    "{home}/error.log",
-                    "-i",
-                    "/dev/null",
-                    "-q",
-                    "{queue}",
-                    "-l",
-                    "h_vmem={mem},release={release}",
-                    "-b",
-                    "y",
-                    "-N",
-                    "{job_name}",
-                    "/usr/bin/webservice-runner",
-                    "--register-proxy",
-                    "--type",
-                    "{type}",
-                    "{extra_args}",
-                ]),
-                stop: t(&["qdel", "{job_id}"]),
-            },
+            gridengine: GridengineCommands::default(),
             command: SchedulerCommands::default(),
         }
     }
@@ -148,10 +167,14 @@ impl Default for SchedulerConfig {
 
 impl SchedulerConfig {
     /// The commands of the selected backend.
-    pub fn commands(&self) -> &SchedulerCommands {
+    pub fn commands(&self) -> SchedulerCommands {
         match self.backend {
-            SchedulerKind::Gridengine => &self.gridengine,
-            SchedulerKind::Command => &self.command,
+            SchedulerKind::Gridengine => SchedulerCommands {
+                list: self.gridengine.list.clone(),
+                submit: self.gridengine.submit.clone(),
+                stop: self.gridengine.stop.clone(),
+            },
+            SchedulerKind::Command => self.command.clone(),
         }
     }
 
@@ -507,6 +530,21 @@ mod tests {
         let (k, r) = c.validate().unwrap_err();
         assert_eq!(k, "restart.command");
         assert!(r.contains("nope"), "{r}");
+    }
+
+    #[test]
+    fn gridengine_keys_default_one_by_one() {
+        // Setting only `submit` used to leave `list` and `stop` empty, and both
+        // programs refused to start ("must name a command").
+        let text = "[scheduler.gridengine]\nsubmit = [\"qsub\", \"-N\", \"{job_name}\", \"x\"]\n";
+        let c: MonitorConfig = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        let d = SchedulerConfig::default();
+        assert_eq!(c.scheduler.gridengine.list, d.gridengine.list);
+        assert_eq!(c.scheduler.gridengine.stop, d.gridengine.stop);
+        assert_ne!(c.scheduler.gridengine.submit, d.gridengine.submit);
+        let w: WebserviceConfig = toml::from_str(text).unwrap();
+        w.validate().unwrap();
     }
 
     #[test]

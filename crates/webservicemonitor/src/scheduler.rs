@@ -9,10 +9,21 @@
 //! * [`CommandScheduler`] — any commands; the list command prints JSON, either
 //!   `[{"id", "name", "owner", "state"}, …]` or `{"jobs": [...]}`.
 //!
-//! Job states follow Grid Engine's letters. A job counts as running when its
-//! state contains `r`, `s`, `w` or `h` (today's rule) **and** contains neither
-//! `E` (error, e.g. `Eqw`, which today wrongly counts as running) nor `d`
-//! (being deleted).
+//! Job states follow Grid Engine's letters (`qstat(1)`), each classified on
+//! purpose ([`Job::is_running`]):
+//!
+//! | letter | meaning | counts as |
+//! |---|---|---|
+//! | `q`, `w` (`qw`) | queued, waiting to be scheduled | running (about to; as today) |
+//! | `h` (`hqw`, `hr`) | on hold | running (as today) |
+//! | `t` | transferring to the exec host — for about a second after `qsub`, already serving | running (today's rule left it out: `webservice status` said "not running" while the page was served, and a monitor pass then removed the live route and restarted a healthy job) |
+//! | `r` | running | running |
+//! | `R` | restarted (rescheduled) | running |
+//! | `s`, `S`, `T` | suspended (by the user, the queue, a threshold) | running (the job is still there; as today for `s`) |
+//! | `E` (`Eqw`) | error: the job can't start until an admin clears it | **not** running (today it counted as running) |
+//! | `d` (`dr`, `dt`) | being deleted | **not** running |
+//!
+//! `E` or `d` anywhere in the state wins over every other letter.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -100,7 +111,7 @@ impl Job {
             && self
                 .state
                 .chars()
-                .any(|c| matches!(c, 'r' | 's' | 'w' | 'h'))
+                .any(|c| matches!(c, 'q' | 'w' | 'h' | 't' | 'r' | 'R' | 's' | 'S' | 'T'))
     }
 }
 
@@ -216,7 +227,7 @@ struct Commands {
 impl Commands {
     fn new(c: &SchedulerConfig) -> Self {
         Commands {
-            commands: c.commands().clone(),
+            commands: c.commands(),
             timeout: Duration::from_secs(c.timeout_secs.max(1)),
             max_output: c.max_output_bytes,
         }
@@ -624,6 +635,20 @@ mod tests {
         let t = JobTable::new(jobs);
         assert_eq!(t.find("lighttpd-alpha", "tools.alpha").count(), 1);
         assert_eq!(t.find("lighttpd-alpha", "tools.other").count(), 0);
+    }
+
+    #[test]
+    fn every_qstat_state_is_classified() {
+        let job = |state: &str| Job {
+            state: state.into(),
+            ..Job::default()
+        };
+        for running in ["qw", "hqw", "t", "r", "hr", "Rr", "Rq", "s", "S", "T", "St"] {
+            assert!(job(running).is_running(), "{running} counts as running");
+        }
+        for not in ["Eqw", "Ehqw", "dr", "dt", "d", "E", ""] {
+            assert!(!job(not).is_running(), "{not} does not count as running");
+        }
     }
 
     #[test]
