@@ -4,13 +4,17 @@
 //! `GET /list` answers today's document, `{"<tool>": {"status": "active"}}`
 //! for every `prefix:<tool>` key, built from the in-memory table (no Redis
 //! command, no `KEYS`). `GET /list?backends=1` adds each tool's routes in
-//! match order and any entries that were ignored.
+//! match order and any entries that were ignored; since that maps every
+//! tool's backend address, it needs the admin token
+//! ([`forge_core::StatusBoard::authorize`]), while plain `/list` (what
+//! webservicemonitor reads) stays open.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use forge_core::StatusBoard;
 use serde::Deserialize;
@@ -62,11 +66,19 @@ pub fn router(
         .layer(refresh)
 }
 
-async fn list(State(s): State<AdminState>, Query(q): Query<ListQuery>) -> impl IntoResponse {
+async fn list(
+    State(s): State<AdminState>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
     let with_backends = q
         .backends
         .as_deref()
         .is_some_and(|v| !matches!(v, "" | "0" | "false" | "no"));
+    if with_backends && let Err(refusal) = s.board.authorize(&headers) {
+        tracing::warn!("GET /list?backends=1 refused: no valid admin token");
+        return refusal;
+    }
     let table = s.routes.load_full();
     let mut out = Map::new();
     for (tool, routes) in table.tools_sorted() {
@@ -85,5 +97,5 @@ async fn list(State(s): State<AdminState>, Query(q): Query<ListQuery>) -> impl I
         }
         out.insert(tool.to_owned(), Value::Object(entry));
     }
-    axum::Json(Value::Object(out))
+    axum::Json(Value::Object(out)).into_response()
 }

@@ -28,8 +28,13 @@ pub struct Config {
     /// Address of the plain-HTTP listener (`--listen-http`).
     pub listen_http: String,
     /// Address of the admin listener: `/list`, `/metrics`, `/healthz`
-    /// (`--listen-admin`).
+    /// (`--listen-admin`). Loopback by default: exposing it (for the monitor's
+    /// `/list`, Prometheus) is a deliberate setting.
     pub listen_admin: String,
+    /// File holding the admin token that `PUT /log-filter` and
+    /// `/list?backends=1` need (`Authorization: Bearer …`). Unset: those are
+    /// refused. Read at start.
+    pub admin_token_file: Option<PathBuf>,
     /// Address of the TLS listener (`--listen-https`); needs `tls.dir`.
     pub listen_https: Option<String>,
     /// TLS termination.
@@ -79,7 +84,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen_http: "0.0.0.0:80".into(),
-            listen_admin: "0.0.0.0:8081".into(),
+            listen_admin: "127.0.0.1:8081".into(),
+            admin_token_file: None,
             listen_https: None,
             tls: TlsSettings::default(),
             max_body_bytes: 128 * 1024 * 1024,
@@ -510,6 +516,11 @@ impl Config {
         }
         if let Err(e) = c.listen_admin.parse::<std::net::SocketAddr>() {
             return Err(loaded.invalid("listen_admin", format!("{:?}: {e}", c.listen_admin)));
+        }
+        if let Some(file) = &c.admin_token_file
+            && let Err(e) = forge_core::admin::AdminToken::from_file(file)
+        {
+            return Err(loaded.invalid("admin_token_file", e));
         }
         if let Some(a) = &c.listen_https {
             if let Err(e) = a.parse::<std::net::SocketAddr>() {

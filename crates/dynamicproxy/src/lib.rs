@@ -158,6 +158,8 @@ pub async fn run_with(
         metrics.clone(),
     )?;
     board.set_field("redis", read_redis.describe());
+    forge_core::admin::install_admin_token(&board, config.admin_token_file.as_deref())
+        .map_err(|e| Error::Config(e.to_string()))?;
     if config.routes.startup == config::Startup::Snapshot {
         route_sync.load_snapshot();
     }

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, value_name = "ADDR")]
     listen_http: Option<String>,
     /// Address of the admin listener (/list, /metrics, /healthz)
-    /// [key: listen_admin; default 0.0.0.0:8081].
+    /// [key: listen_admin; default 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     listen_admin: Option<String>,
     /// Where unrouted requests go, http://host:port [key: default_upstream].
@@ -148,10 +148,11 @@ async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow
                 || loaded.config.routes != config.routes
                 || loaded.config.listen_http != config.listen_http
                 || loaded.config.listen_admin != config.listen_admin
+                || loaded.config.admin_token_file != config.admin_token_file
                 || loaded.config.server.workers != config.server.workers
             {
                 tracing::warn!(
-                    "listener, worker, redis and routes settings change only at restart"
+                    "listener, admin token, worker, redis and routes settings change only at restart"
                 );
             }
             board2.set_generation(&loaded.generation);

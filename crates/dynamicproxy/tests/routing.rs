@@ -175,6 +175,21 @@ async fn routes_tools_patterns_frontends_and_hosts() {
         .collect();
     assert_eq!(patterns, vec!["^/api/v2/", "^/api/", ".*"]);
     assert_eq!(list["alpha"]["routes"][0]["backend"], alpha.url());
+    // Backend addresses are for operators only: without the admin token,
+    // or with a wrong one, `?backends=1` is refused; plain `/list` is not.
+    let r = request(p.admin, "localhost", "/list?backends=1", "").await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(!r.body.contains(&alpha.url()), "{r:?}");
+    let r = request(
+        p.admin,
+        "localhost",
+        "/list?backends=1",
+        "Authorization: Bearer not-the-token\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = request(p.admin, "localhost", "/list", "").await;
+    assert_eq!(r.status, 200, "{r:?}");
 
     // /metrics counts requests.
     let before = metric(&p, "forge_dynamicproxy_requests_total{class=\"2xx\"}").await;

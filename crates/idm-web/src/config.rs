@@ -118,12 +118,16 @@ impl Default for QueueSettings {
 pub struct AdminSettings {
     /// Address of the admin endpoint.
     pub listen: SocketAddr,
+    /// File holding the admin token that `PUT /log-filter` needs
+    /// (`Authorization: Bearer …`). Unset: it is refused. Read at start.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         AdminSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 9108)),
+            token_file: None,
         }
     }
 }
@@ -459,6 +463,11 @@ impl Config {
     /// file:line of the offending key.
     pub fn validate(loaded: &Loaded<Config>) -> Result<Secrets, forge_core::ConfigError> {
         let c = &loaded.config;
+        if let Some(file) = &c.admin.token_file
+            && let Err(e) = forge_core::admin::AdminToken::from_file(file)
+        {
+            return Err(loaded.invalid("admin.token_file", e));
+        }
         let database_url = match &c.database.url_file {
             Some(p) => read_secret(p).map_err(|e| loaded.invalid("database.url_file", e))?,
             None => c.database.url.clone(),

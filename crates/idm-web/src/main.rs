@@ -204,6 +204,7 @@ async fn run_command(
                 .with_context(|| format!("binding {}", config.admin.listen))?;
             let board = StatusBoard::new("idm-web", forge_core::VERSION, &generation);
             board.set_log_control(log);
+            forge_core::admin::install_admin_token(&board, config.admin.token_file.as_deref())?;
             board.set_field("database", core.db.dialect());
             board.set_field("public_base_url", config.http.public_base_url.clone());
             let shutdown = Shutdown::new();

@@ -30,6 +30,9 @@ pub struct Config {
     /// Address of the admin listener (`/healthz`, `/status`, `/metrics`,
     /// `/log-filter`).
     pub listen_admin: String,
+    /// File holding the admin token that `PUT /log-filter` needs
+    /// (`Authorization: Bearer …`). Unset: it is refused. Read at start.
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// The domain of canonical names: `registerCanonical` stores
     /// `<tool>.<canonical_domain>` in `redirect:<tool>`.
     pub canonical_domain: String,
@@ -61,6 +64,7 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:8282".into(),
             listen_admin: "127.0.0.1:9282".into(),
+            admin_token_file: None,
             canonical_domain: "toolforge.org".into(),
             project: "tools".into(),
             ident: IdentSettings::default(),
@@ -341,6 +345,11 @@ impl Config {
         }
         if let Err(e) = self.listen_admin.parse::<std::net::SocketAddr>() {
             return Err(loaded.invalid("listen_admin", format!("{:?}: {e}", self.listen_admin)));
+        }
+        if let Some(file) = &self.admin_token_file
+            && let Err(e) = forge_core::admin::AdminToken::from_file(file)
+        {
+            return Err(loaded.invalid("admin_token_file", e));
         }
         if let Err(e) = self.redis.fred_config() {
             return Err(loaded.invalid("redis.url", e));

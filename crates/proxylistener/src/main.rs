@@ -86,6 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = loaded.config.clone();
     board.set_field("listen", config.listen.clone());
     board.set_field("redis", config.redis.describe());
+    admin::install_admin_token(&board, config.admin_token_file.as_deref())?;
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -115,10 +116,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let new = &loaded.config;
             if new.listen != started_with.listen
                 || new.listen_admin != started_with.listen_admin
+                || new.admin_token_file != started_with.admin_token_file
                 || new.redis != started_with.redis
             {
                 tracing::warn!(
-                    "listen, listen_admin and [redis] changes take effect only after a restart"
+                    "listen, listen_admin, admin_token_file and [redis] changes take effect only after a restart"
                 );
             }
             if new.log.filter != started_with.log.filter

@@ -106,6 +106,99 @@ async fn runs_serves_admin_and_stops_on_sigterm() {
     );
 }
 
+/// A neighbour on the admin network: reads `/status` and the logs for the
+/// Redis password, and tries to switch the log filter off. The password is
+/// nowhere; without an admin token file the change is refused (and the
+/// start-up log says so); with one, only the right token changes it.
+#[tokio::test]
+async fn admin_hides_the_redis_password_and_needs_the_token_to_change() {
+    const PASSWORD: &str = "hunter2-redis-pw";
+    let redis = RedisServer::builder()
+        .config(format!("requirepass {PASSWORD}"))
+        .start()
+        .await
+        .unwrap();
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", redis.port());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "proxylistener-admin-token-0123\n").unwrap();
+
+    for with_token in [false, true] {
+        let (port, admin) = (free_port(), free_port());
+        let log = dir.path().join(format!("log-{with_token}"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--redis", &url])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen-admin", &format!("127.0.0.1:{admin}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if with_token {
+            cmd.env("FORGE_PROXYLISTENER_ADMIN_TOKEN_FILE", &token_file);
+        }
+        let mut child = Proc(cmd.spawn().unwrap());
+        wait_for_port(
+            forge_test_support::ports::loopback(admin),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+
+        let status = http_get(admin, "/status").await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(
+            !status.contains(PASSWORD),
+            "/status shows the password: {status}"
+        );
+        assert!(status.contains(":***@127.0.0.1"), "{status}");
+
+        let refused = http_request(admin, "PUT", "/log-filter", &[], "off").await;
+        if with_token {
+            assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+            let wrong = http_request(
+                admin,
+                "PUT",
+                "/log-filter",
+                &["Authorization: Bearer nope"],
+                "off",
+            )
+            .await;
+            assert!(wrong.starts_with("HTTP/1.1 403"), "{wrong}");
+            let ok = http_request(
+                admin,
+                "PUT",
+                "/log-filter",
+                &["Authorization: Bearer proxylistener-admin-token-0123"],
+                "info,proxylistener=debug",
+            )
+            .await;
+            assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        } else {
+            assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+            assert!(refused.contains("no admin token configured"), "{refused}");
+        }
+        let filter = http_get(admin, "/log-filter").await;
+        assert_eq!(
+            filter.contains("proxylistener=debug"),
+            with_token,
+            "{filter}"
+        );
+
+        child.sigterm();
+        child.wait(Duration::from_secs(30));
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !logged.contains(PASSWORD),
+            "the log shows the password:\n{logged}"
+        );
+        assert!(logged.contains("proxylistener started"), "{logged}");
+        assert_eq!(
+            logged.contains("no admin token file configured"),
+            !with_token,
+            "{logged}"
+        );
+    }
+}
+
 /// A child process killed when dropped.
 struct Proc(std::process::Child);
 
@@ -132,6 +225,26 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+async fn http_request(port: u16, method: &str, path: &str, headers: &[&str], body: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
 }
 
 async fn http_get(port: u16, path: &str) -> String {

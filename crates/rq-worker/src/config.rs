@@ -48,12 +48,16 @@ pub struct IdmSettings {
 pub struct AdminSettings {
     /// Listen address; empty disables the admin listener.
     pub listen: String,
+    /// File holding the admin token that `PUT /log-filter` needs
+    /// (`Authorization: Bearer …`). Unset: it is refused. Read at start.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
         AdminSettings {
             listen: "127.0.0.1:9181".into(),
+            token_file: None,
         }
     }
 }
@@ -130,6 +134,11 @@ impl Config {
                 .is_err()
         {
             return Err(loaded.invalid("admin.listen", "expected host:port (an IP address)"));
+        }
+        if let Some(file) = &loaded.config.admin.token_file
+            && let Err(e) = forge_core::admin::AdminToken::from_file(file)
+        {
+            return Err(loaded.invalid("admin.token_file", e));
         }
         Ok(loaded)
     }

@@ -46,6 +46,7 @@ pub async fn run(
         .with_status_board(board.clone());
     board.set_field("worker_name", worker.name().to_owned());
     if let Some(l) = admin_listener {
+        admin::install_admin_token(&board, config.admin.token_file.as_deref())?;
         tokio::spawn(admin::serve(
             l,
             admin::router(board.clone()),

@@ -365,12 +365,16 @@ impl Default for LeaseConfig {
 pub struct AdminConfig {
     /// Address of `/healthz`, `/status`, `/metrics`, `/log-filter`.
     pub listen: String,
+    /// File holding the admin token that `PUT /log-filter` needs
+    /// (`Authorization: Bearer …`). Unset: it is refused. Read at start.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9107".into(),
+            token_file: None,
         }
     }
 }
@@ -411,6 +415,11 @@ impl MonitorConfig {
         let bad = |k: &str, r: &str| Err((k.to_owned(), r.to_owned()));
         if self.pass.interval_secs == 0 {
             return bad("pass.interval_secs", "must be at least 1");
+        }
+        if let Some(file) = &self.admin.token_file
+            && let Err(e) = forge_core::admin::AdminToken::from_file(file)
+        {
+            return bad("admin.token_file", &e.to_string());
         }
         if self.pass.concurrency == 0 {
             return bad("pass.concurrency", "must be at least 1");

@@ -116,6 +116,7 @@ async fn real_main() -> anyhow::Result<std::process::ExitCode> {
         let listener = tokio::net::TcpListener::bind(&config.admin.listen)
             .await
             .with_context(|| format!("binding admin listener {}", config.admin.listen))?;
+        forge_core::admin::install_admin_token(&board, config.admin.token_file.as_deref())?;
         let router = forge_core::admin::router(Arc::clone(&board));
         let s = shutdown.clone();
         tokio::spawn(async move {

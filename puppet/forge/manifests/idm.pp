@@ -145,7 +145,7 @@ class forge::idm (
         },
         'admin'    => {
           'listen' => $admin_listen,
-        },
+        } + $forge::admin_token_section,
         'database' => {
           'url_file' => "${secrets}/idm-web-database-url",
         },
@@ -189,7 +189,7 @@ class forge::idm (
         },
         'admin'  => {
           'listen' => $worker_admin_listen,
-        },
+        } + $forge::admin_token_section,
         'mail'   => {
           'smtp_host' => $smtp_host,
           'smtp_port' => $smtp_port,

@@ -40,6 +40,10 @@
 # @param log_filter Default log filter of every daemon (`info`,
 #   `warn,dynamicproxy=debug`, …); change it at run time with
 #   `PUT /log-filter` on the admin listener instead of a Puppet run.
+# @param admin_token The admin token every daemon's changing admin endpoints
+#   (`PUT /log-filter`, the proxy's `/list?backends=1`) need, at least 16
+#   characters; written to /etc/forge/secrets/admin-token. Unset: those
+#   endpoints are refused (docs/security.md).
 class forge (
   Boolean $manage_package = true,
   String[1] $package_name = 'forge',
@@ -57,6 +61,7 @@ class forge (
   Integer[1] $redis_connect_timeout_ms = 2000,
   Forge::Logformat $log_format = 'text',
   String[1] $log_filter = 'info',
+  Optional[Sensitive[String[16]]] $admin_token = undef,
 ) {
   # The `[redis]` section of every daemon.
   $redis_settings = {
@@ -121,5 +126,19 @@ class forge (
     owner  => 'root',
     group  => $group,
     mode   => '0750',
+  }
+
+  # The admin token file, and the keys that point every daemon at it:
+  # top-level for dynamicproxy and proxylistener, `[admin]` for the others.
+  if $admin_token =~ NotUndef {
+    $admin_token_file = "${root_dir}${secrets_dir}/admin-token"
+    forge::secret { 'admin-token':
+      content => $admin_token,
+    }
+    $admin_token_top = { 'admin_token_file' => $admin_token_file }
+    $admin_token_section = { 'token_file' => $admin_token_file }
+  } else {
+    $admin_token_top = {}
+    $admin_token_section = {}
   }
 }

@@ -70,7 +70,7 @@ class forge::monitor (
         },
         'admin'     => {
           'listen' => $admin_listen,
-        },
+        } + $forge::admin_token_section,
         'redis'     => $forge::redis_settings,
         'log'       => $forge::log_settings,
     }, $settings),

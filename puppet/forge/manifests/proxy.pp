@@ -32,7 +32,9 @@
 # @param hsts_max_age_s `Strict-Transport-Security` max-age on TLS
 #   responses (0: none).
 # @param proxy_admin_listen The proxy's admin listener (/list for
-#   webservicemonitor, /metrics, /healthz); reachable by the monitor host.
+#   webservicemonitor, /metrics, /healthz); reachable by the monitor host,
+#   so on every address here (the binary's own default is loopback).
+#   Changing endpoints on it need forge::admin_token.
 # @param routes_startup While Redis is unreachable at start: `snapshot`
 #   (serve the last good table from disk) or `wait`.
 # @param snapshot_path Where the route snapshot is kept.
@@ -142,7 +144,7 @@ class forge::proxy (
         },
         'redis'            => $forge::redis_settings,
         'log'              => $forge::log_settings,
-    } + $tls, $dynamicproxy_settings),
+    } + $tls + $forge::admin_token_top, $dynamicproxy_settings),
   }
 
   forge::daemon { 'proxylistener':
@@ -160,6 +162,6 @@ class forge::proxy (
         },
         'redis'            => $forge::redis_settings,
         'log'              => $forge::log_settings,
-    }, $proxylistener_settings),
+    } + $forge::admin_token_top, $proxylistener_settings),
   }
 }

@@ -113,12 +113,30 @@ impl Drop for ProxyUnderTest {
     }
 }
 
+/// The admin token of test proxies ([`test_config`]); [`admin_json`] sends it.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A file holding [`ADMIN_TOKEN`], written once per test process.
+pub fn admin_token_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "dynamicproxy-test-admin-token-{}",
+            std::process::id()
+        ));
+        std::fs::write(&path, ADMIN_TOKEN).unwrap();
+        path
+    })
+    .clone()
+}
+
 /// A configuration for tests: fast health checks and resyncs, short Redis
-/// timeouts, domain `toolforge.org`.
+/// timeouts, domain `toolforge.org`, the admin token [`ADMIN_TOKEN`].
 pub fn test_config(redis_url: &str, default_upstream: &str) -> Config {
     let mut c = Config {
         default_upstream: Some(BackendUrl::parse(default_upstream).unwrap()),
         domains: vec!["toolforge.org".into()],
+        admin_token_file: Some(admin_token_file()),
         ..Default::default()
     };
     c.redis.url = redis_url.to_owned();
@@ -302,10 +320,18 @@ async fn get_quick(addr: SocketAddr, host: &str, path: &str) -> Option<StatusCod
     client.request(req).await.ok().map(|r| r.status())
 }
 
-/// `GET` on the admin listener, body as JSON.
+/// `GET` on the admin listener with the admin token, body as JSON.
 pub async fn admin_json(p: &ProxyUnderTest, path: &str) -> (StatusCode, serde_json::Value) {
-    let r = get(p.admin, "localhost", path).await;
-    (r.status, r.json())
+    let r = request(
+        p.admin,
+        "localhost",
+        path,
+        &format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"),
+    )
+    .await;
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let json = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+    (status, json)
 }
 
 /// Serves `handler` over HTTP/1.1 (upgrades allowed) on a fresh loopback
