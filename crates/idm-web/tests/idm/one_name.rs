@@ -212,7 +212,7 @@ async fn reserved_and_blocklisted_names_are_refused() {
         .blocklist_store
         .upsert(
             "test",
-            &[("Evil.*".into(), "casesensitive".into(), true)],
+            &[("User:Evil.*".into(), "casesensitive".into(), true)],
             idm_web::db::now(),
         )
         .await
