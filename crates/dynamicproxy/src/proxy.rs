@@ -559,8 +559,9 @@ impl Proxy {
             };
             let proto = if conn.https { "https" } else { "http" };
             let forwarded = format!("for={for_};host={bare_host};proto={proto}");
-            h.insert(X_FORWARDED_FOR.clone(), ip_value(ip));
-            h.insert(X_REAL_IP.clone(), ip_value(ip));
+            let client = ip_value(ip);
+            h.insert(X_FORWARDED_FOR.clone(), client.clone());
+            h.insert(X_REAL_IP.clone(), client);
             if let Ok(v) = HeaderValue::from_str(&forwarded) {
                 h.insert(header::FORWARDED, v);
             }

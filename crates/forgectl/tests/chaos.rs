@@ -87,6 +87,33 @@ fn sentinel_settings(sentinels: &[SentinelServer]) -> RedisSettings {
     }
 }
 
+/// Waits until the Sentinels have discovered both replicas and each other.
+async fn await_sentinel_topology(sentinels: &[SentinelServer]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = RedisSettings::for_url(&sentinels[0].url())
+            .client()
+            .unwrap();
+        c.init().await.unwrap();
+        let reps = forgectl::redis::sentinel_replicas(&c, SERVICE)
+            .await
+            .unwrap_or_default();
+        let sens: Vec<fred::types::Value> = c
+            .custom(fred::cmd!("SENTINEL"), vec!["SENTINELS", SERVICE])
+            .await
+            .unwrap_or_default();
+        let _ = c.quit().await;
+        if reps.len() == 2 && sens.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sentinels never discovered the topology"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// One registration request; the reply line, or `ERROR …` when the exchange
 /// itself failed (never expected: that would be an unclean failure).
 async fn registration(
@@ -196,32 +223,7 @@ async fn kill_the_master_under_load() {
         );
     }
     let redis = sentinel_settings(&sentinels);
-    // Sentinels have discovered both replicas and each other.
-    {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let c = RedisSettings::for_url(&sentinels[0].url())
-                .client()
-                .unwrap();
-            c.init().await.unwrap();
-            let reps = forgectl::redis::sentinel_replicas(&c, SERVICE)
-                .await
-                .unwrap_or_default();
-            let sens: Vec<fred::types::Value> = c
-                .custom(fred::cmd!("SENTINEL"), vec!["SENTINELS", SERVICE])
-                .await
-                .unwrap_or_default();
-            let _ = c.quit().await;
-            if reps.len() == 2 && sens.len() == 2 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sentinels never discovered the topology"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    await_sentinel_topology(&sentinels).await;
     let shutdown = Shutdown::new();
     let identd = Arc::new(
         Identd::start(IdentAnswer::Error("NO-USER".into()))
@@ -940,31 +942,7 @@ async fn switch_scenario(fault: Fault) -> SwitchFigures {
         );
     }
     let redis = sentinel_settings(&sentinels);
-    {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let c = RedisSettings::for_url(&sentinels[0].url())
-                .client()
-                .unwrap();
-            c.init().await.unwrap();
-            let reps = forgectl::redis::sentinel_replicas(&c, SERVICE)
-                .await
-                .unwrap_or_default();
-            let sens: Vec<fred::types::Value> = c
-                .custom(fred::cmd!("SENTINEL"), vec!["SENTINELS", SERVICE])
-                .await
-                .unwrap_or_default();
-            let _ = c.quit().await;
-            if reps.len() == 2 && sens.len() == 2 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sentinels never discovered the topology"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    await_sentinel_topology(&sentinels).await;
     let shutdown = Shutdown::new();
     let identd = Arc::new(
         Identd::start(IdentAnswer::Error("NO-USER".into()))
