@@ -14,7 +14,9 @@
 //! which fails the connection's read when the deadline passes — reads are
 //! pending whenever hyper waits for a client, HTTP/1 and HTTP/2 alike.
 //! Upgraded (WebSocket) connections have their own idle timeout and none
-//! here.
+//! here; whether a request that asked to switch protocols did
+//! ([`ConnActivity::upgrade_outcome`]) tells the scanner how to read the
+//! bytes behind it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -93,9 +95,25 @@ impl ConnActivity {
         RequestInFlight(self.clone())
     }
 
-    /// The connection was upgraded: no idle deadline from here on.
+    /// The connection was upgraded: no idle deadline from here on. Called
+    /// before the switching response is handed back.
     pub fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+
+    /// Whether the request with index `index` (from 0, in the order the
+    /// service was handed them) switched protocols: `None` while its
+    /// response isn't done and the connection hasn't switched.
+    pub fn upgrade_outcome(&self, index: u64) -> Option<bool> {
+        // `finished` first: a switch is recorded before its response is
+        // done, so once that response counts as finished the switch shows.
+        let finished = self.finished.load(Ordering::Acquire);
+        if self.upgraded.load(Ordering::Acquire) {
+            Some(true)
+        } else {
+            (finished > index).then_some(false)
+        }
     }
 }
 

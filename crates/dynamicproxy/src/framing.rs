@@ -28,12 +28,20 @@
 //!   hyper closes the connection. This covers HTTP/2 too, whose bytes the
 //!   scanner doesn't follow.
 //!
+//! * **Upgrades.** After a request that asks to switch protocols (`Upgrade`,
+//!   or `CONNECT`) and its body, the scanner can't tell whether the next
+//!   bytes are the new protocol's or the next request's until the request is
+//!   answered: it holds them back (at most `server.max_head_bytes`, then it
+//!   stops reading) until [`ConnActivity`](crate::activity::ConnActivity)
+//!   knows the answer. A switch (101) turns it off for good; any other answer
+//!   and it scans the held bytes as request heads, so a request smuggled
+//!   behind a refused upgrade is refused like any other.
+//!
 //! The scanner never decides framing on its own: whatever it can't follow
-//! (a head hyper will refuse anyway, an HTTP/2 preface, an `Upgrade` or
-//! `CONNECT` whose bytes afterwards may be anything) switches it off for the
-//! rest of the connection and hyper's own rules apply. It sees bytes before
-//! hyper can parse them, so a verdict is always recorded before the request
-//! it concerns reaches the service.
+//! (a head hyper will refuse anyway, an HTTP/2 preface, a switched protocol)
+//! switches it off for the rest of the connection and hyper's own rules
+//! apply. It sees bytes before hyper can parse them, so a verdict is always
+//! recorded before the request it concerns reaches the service.
 
 use std::future::Future;
 use std::io;
@@ -220,6 +228,9 @@ pub struct Scanner {
     requests: u64,
     /// Head size limits.
     limits: HeadLimits,
+    /// The index of a request that asked to switch protocols and whose
+    /// answer isn't known yet; the bytes after it (and its body) are held.
+    upgrade_asked: Option<u64>,
 }
 
 impl Default for Scanner {
@@ -236,6 +247,30 @@ impl Scanner {
             head: HeadProgress::default(),
             requests: 0,
             limits,
+            upgrade_asked: None,
+        }
+    }
+
+    /// The index of a request that asked to switch protocols and whose
+    /// answer the scanner waits for ([`Scanner::upgrade_answered`]).
+    pub fn upgrade_asked(&self) -> Option<u64> {
+        self.upgrade_asked
+    }
+
+    /// Whether the scanner holds every byte back until the answer to
+    /// [`Scanner::upgrade_asked`] is known: the request and its body are
+    /// through, and what follows may be either protocol.
+    pub fn is_awaiting_upgrade(&self) -> bool {
+        self.upgrade_asked.is_some() && self.state == State::Head
+    }
+
+    /// The request of [`Scanner::upgrade_asked`] was answered: `switched`
+    /// (101) turns the scanner off for good; otherwise it goes on reading
+    /// request heads, starting with the bytes it held back.
+    pub fn upgrade_answered(&mut self, switched: bool) {
+        self.upgrade_asked = None;
+        if switched {
+            self.state = State::Off;
         }
     }
 
@@ -259,6 +294,13 @@ impl Scanner {
         while pos < window.len() {
             match self.state {
                 State::Off | State::Refused => return fed,
+                State::Head if self.upgrade_asked.is_some() => {
+                    // Either protocol may follow: hold it all until the
+                    // upgrade is answered.
+                    let start = *head_start.get_or_insert(pos);
+                    fed.held = window.len() - start;
+                    return fed;
+                }
                 State::Head => {
                     let start = *head_start.get_or_insert(pos);
                     match self.head_end(&window[pos..]) {
@@ -339,10 +381,10 @@ impl Scanner {
     fn parse(&mut self, head: &[u8]) -> Option<u64> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let framing = match req.parse(head) {
+        let (framing, upgrade) = match req.parse(head) {
             Ok(httparse::Status::Complete(len)) if len == head.len() => Framing::of(&req),
             // A head hyper refuses, or one we read differently: hands off.
-            _ => Framing::Unknown,
+            _ => (Framing::Unknown, false),
         };
         let index = self.requests;
         self.requests += 1;
@@ -352,6 +394,9 @@ impl Scanner {
             Framing::Length(0) => State::Head,
             Framing::Length(n) => State::Fixed(n),
         };
+        if upgrade && self.state != State::Off {
+            self.upgrade_asked = Some(index);
+        }
         (framing == Framing::Ambiguous).then_some(index)
     }
 
@@ -408,12 +453,14 @@ enum Framing {
     /// A fixed length (0 when neither header is there).
     Length(u64),
     /// Something the scanner won't follow: an invalid or conflicting
-    /// length, a final coding other than chunked, an upgrade or CONNECT.
+    /// length, a final coding other than chunked.
     Unknown,
 }
 
 impl Framing {
-    fn of(req: &httparse::Request<'_, '_>) -> Framing {
+    /// The framing of a request's body, and whether the request asks to
+    /// switch protocols afterwards (an `Upgrade` field or `CONNECT`).
+    fn of(req: &httparse::Request<'_, '_>) -> (Framing, bool) {
         let mut length: Option<u64> = None;
         let mut has_length = false;
         let mut has_te = false;
@@ -444,14 +491,14 @@ impl Framing {
                 upgrade = true;
             }
         }
-        match (has_length, has_te, length) {
+        let framing = match (has_length, has_te, length) {
             (true, true, _) => Framing::Ambiguous,
-            _ if upgrade => Framing::Unknown,
             (_, true, _) if chunked_last => Framing::Chunked,
             (_, true, _) => Framing::Unknown,
             (_, _, Some(u64::MAX)) => Framing::Unknown,
             (_, _, n) => Framing::Length(n.unwrap_or(0)),
-        }
+        };
+        (framing, upgrade)
     }
 }
 
@@ -503,9 +550,23 @@ impl<S> WatchedIo<S> {
         }
         if let Some((index, request_line)) = fed.oversized {
             self.verdicts.record_oversized(index, request_line);
-            self.held = STAND_IN.to_vec();
-            self.released = STAND_IN.len();
         }
+    }
+
+    /// Scans `held[from..]` (behind `held[..from]`, an incomplete head
+    /// already scanned) and releases to hyper what is complete; an oversized
+    /// head is replaced by the stand-in, after the requests before it.
+    fn scan_held(&mut self, from: usize) {
+        let fed = self.scanner.feed(&self.held, from);
+        let complete = self.held.len() - fed.held;
+        if fed.oversized.is_some() {
+            self.held.truncate(complete);
+            self.held.extend_from_slice(STAND_IN);
+            self.released = self.held.len();
+        } else {
+            self.released = complete;
+        }
+        self.report(fed);
     }
 
     /// Ready with an error once the connection has been idle past its
@@ -547,6 +608,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
                 this.released -= n;
                 return Poll::Ready(Ok(()));
             }
+            if let Some(index) = this.scanner.upgrade_asked()
+                && let Some(switched) = this.activity.upgrade_outcome(index)
+            {
+                this.scanner.upgrade_answered(switched);
+                if switched {
+                    // The held bytes are the new protocol's.
+                    this.released = this.held.len();
+                } else if !this.held.is_empty() && this.scanner.is_following() {
+                    this.scan_held(0);
+                }
+                continue;
+            }
+            if this.scanner.is_awaiting_upgrade() && this.held.len() >= this.scanner.limits.head {
+                // Enough held until the upgrade is answered; the answer
+                // wakes the reader.
+                return match this.poll_deadline(cx) {
+                    Poll::Ready(e) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
             if this.scanner.is_refused() {
                 // The stand-in's answer closes the connection. Until then
                 // the client's bytes are read and dropped, so that closing
@@ -579,6 +660,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
             }
             let after = buf.filled().len();
             if after == before {
+                if this.scanner.is_awaiting_upgrade() && !this.held.is_empty() {
+                    // The client is done sending, but what it sent behind
+                    // the upgrade is still owed its reading once the
+                    // upgrade is answered (which wakes the reader).
+                    return match this.poll_deadline(cx) {
+                        Poll::Ready(e) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
                 // End of stream; an incomplete head held back is dropped.
                 this.held.clear();
                 return Poll::Ready(Ok(()));
@@ -595,6 +685,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
                     }
                     buf.set_filled(after - fed.held);
                 }
+                if fed.oversized.is_some() {
+                    this.held = STAND_IN.to_vec();
+                    this.released = STAND_IN.len();
+                }
                 this.report(fed);
                 if buf.filled().len() > before {
                     return Poll::Ready(Ok(()));
@@ -603,13 +697,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
                 let from = this.held.len();
                 this.held.extend_from_slice(&buf.filled()[before..]);
                 buf.set_filled(before);
-                let fed = this.scanner.feed(&this.held, from);
-                if fed.oversized.is_some() {
-                    this.held.clear();
-                } else {
-                    this.released = this.held.len() - fed.held;
-                }
-                this.report(fed);
+                this.scan_held(from);
             }
         }
     }
@@ -761,8 +849,6 @@ mod tests {
     fn what_it_cannot_follow_switches_it_off() {
         for stream in [
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
@@ -773,6 +859,59 @@ mod tests {
             assert_eq!(found, None, "{stream:?}");
             assert!(!s.is_following(), "{stream:?}");
         }
+    }
+
+    #[test]
+    fn what_follows_an_upgrade_waits_for_its_answer() {
+        let smuggled =
+            "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for asking in [
+            "GET / HTTP/1.1\r\n\r\nGET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST /ws HTTP/1.1\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\nabc",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+        ] {
+            let asked = u64::from(asking.starts_with("GET / "));
+            for switched in [false, true] {
+                let mut s = Scanner::default();
+                let stream = format!("{asking}{smuggled}");
+                // The asking request (and its body) passes; all behind it
+                // is held, however it arrives.
+                let fed = s.feed(stream.as_bytes(), 0);
+                assert_eq!(fed.held, smuggled.len(), "{asking:?}");
+                assert_eq!(fed.ambiguous, None);
+                assert_eq!(s.upgrade_asked(), Some(asked));
+                assert!(s.is_awaiting_upgrade());
+                let fed = s.feed(&stream.as_bytes()[asking.len()..], 3);
+                assert_eq!(fed.held, smuggled.len());
+                s.upgrade_answered(switched);
+                assert_eq!(s.upgrade_asked(), None);
+                let fed = s.feed(&stream.as_bytes()[asking.len()..], 0);
+                if switched {
+                    // The new protocol's bytes: not read as requests.
+                    assert!(!s.is_following());
+                    assert_eq!(fed.ambiguous, None);
+                } else {
+                    // Refused: the next request is read like any other.
+                    assert_eq!(fed.ambiguous, Some(asked + 1), "{asking:?}");
+                }
+            }
+        }
+        // Until its body is through, an upgrade request's bytes flow.
+        let mut s = Scanner::default();
+        let fed = s.feed(
+            b"POST /ws HTTP/1.1\r\nUpgrade: x\r\nContent-Length: 10\r\n\r\nabc",
+            0,
+        );
+        assert_eq!(fed.held, 0);
+        assert!(!s.is_awaiting_upgrade());
+        // An upgrade request hyper will refuse switches the scanner off.
+        let mut s = Scanner::default();
+        s.feed(
+            b"GET / HTTP/1.1\r\nUpgrade: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            0,
+        );
+        assert!(!s.is_following());
+        assert_eq!(s.upgrade_asked(), None);
     }
 
     #[test]
@@ -806,6 +945,144 @@ mod tests {
         let (_, out, s) = scan_with(head.as_bytes(), 1, HeadLimits::default());
         assert_eq!(s.requests, 1);
         assert_eq!(out.len(), head.len());
+    }
+
+    /// A connection that yields the given pieces one read at a time, then
+    /// nothing (pending) or, with `eof`, the end of the stream.
+    struct Pieces {
+        pieces: std::collections::VecDeque<Vec<u8>>,
+        eof: bool,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.pieces.pop_front() {
+                Some(p) => {
+                    buf.put_slice(&p);
+                    Poll::Ready(Ok(()))
+                }
+                None if self.eof => Poll::Ready(Ok(())),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    fn watched(
+        pieces: &[&[u8]],
+        eof: bool,
+        limits: HeadLimits,
+    ) -> (WatchedIo<Pieces>, Arc<FramingVerdicts>, Arc<ConnActivity>) {
+        let verdicts = Arc::new(FramingVerdicts::default());
+        let activity = Arc::new(ConnActivity::new(
+            tokio::time::Instant::now(),
+            std::time::Duration::from_secs(600),
+            std::time::Duration::from_secs(600),
+        ));
+        let io = WatchedIo::new(
+            Pieces {
+                pieces: pieces.iter().map(|p| p.to_vec()).collect(),
+                eof,
+            },
+            limits,
+            verdicts.clone(),
+            activity.clone(),
+        );
+        (io, verdicts, activity)
+    }
+
+    /// Reads what hyper would get now, without waiting.
+    fn read_now(io: &mut WatchedIo<Pieces>) -> Option<Vec<u8>> {
+        use futures::FutureExt as _;
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 4096];
+        let n = io.read(&mut buf).now_or_never()?.unwrap();
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    #[tokio::test]
+    async fn bytes_behind_an_upgrade_reach_hyper_once_it_is_answered() {
+        let asking: &[u8] =
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let smuggled: &[u8] =
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let both = [asking, smuggled].concat();
+        for (switched, eof) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (mut io, verdicts, activity) = watched(&[&both], eof, HeadLimits::default());
+            assert_eq!(read_now(&mut io).unwrap(), asking);
+            // Unanswered: nothing more for hyper, not even the end of the
+            // stream.
+            let in_flight = activity.start();
+            assert_eq!(read_now(&mut io), None);
+            assert_eq!(verdicts.next(), Verdict::Fine);
+            if switched {
+                activity.upgraded();
+            }
+            drop(in_flight);
+            assert_eq!(read_now(&mut io).unwrap(), smuggled);
+            let expected = if switched {
+                Verdict::Fine
+            } else {
+                Verdict::Ambiguous
+            };
+            assert_eq!(verdicts.next(), expected, "switched: {switched}");
+            if eof {
+                assert_eq!(read_now(&mut io).unwrap(), b"");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn what_waits_for_an_upgrade_is_bounded() {
+        let limits = HeadLimits {
+            head: 100,
+            request_line: 50,
+        };
+        let asking: &[u8] = b"GET / HTTP/1.1\r\nUpgrade: x\r\n\r\n";
+        let piece = [b'z'; 80];
+        let (mut io, _, activity) = watched(&[asking, &piece, &piece, &piece], false, limits);
+        assert_eq!(read_now(&mut io).unwrap(), asking);
+        let _in_flight = activity.start();
+        assert_eq!(read_now(&mut io), None);
+        // Two pieces were read (past the bound), the third never was.
+        assert_eq!(io.held.len(), 160);
+        assert_eq!(io.inner.pieces.len(), 1);
+        activity.upgraded();
+        assert_eq!(read_now(&mut io).unwrap().len(), 160);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_completing_a_held_one_keeps_the_requests_before_it() {
+        let limits = HeadLimits {
+            head: 100,
+            request_line: 50,
+        };
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(200));
+        let second = format!("st: a\r\n\r\n{big}");
+        let (mut io, verdicts, _) =
+            watched(&[b"GET / HTTP/1.1\r\nHo", second.as_bytes()], false, limits);
+        let mut got = Vec::new();
+        while let Some(bytes) = read_now(&mut io) {
+            got.extend_from_slice(&bytes);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            format!(
+                "GET / HTTP/1.1\r\nHost: a\r\n\r\n{}",
+                String::from_utf8_lossy(STAND_IN)
+            )
+        );
+        assert_eq!(verdicts.next(), Verdict::Fine);
+        assert_eq!(
+            verdicts.next(),
+            Verdict::Oversized {
+                request_line: false
+            }
+        );
     }
 
     #[test]

@@ -966,12 +966,17 @@ pub async fn serve_connections(
             let in_flight = activity.start();
             let activity = activity.clone();
             let proxy = proxy.clone();
+            let connect = req.method() == http::Method::CONNECT;
             // Boxed: hyper keeps a slot the size of the service's future
             // for the connection's whole life; the handler's future is
             // ~3 KiB, which an idle keep-alive connection would otherwise hold.
             let handled: HandlerFuture = Box::pin(async move {
                 let resp = proxy.handle(req, info).await;
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // hyper switches on a 101, and on a 2xx to CONNECT (which
+                // the proxy refuses, but the scanner must know either way).
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    || (connect && resp.status().is_success())
+                {
                     activity.upgraded();
                 }
                 Ok::<_, Infallible>(resp.map(|b| TrackedBody::new(b, in_flight)))

@@ -139,6 +139,89 @@ async fn malformed_requests_are_refused_like_nginx_does() {
     .await;
 }
 
+/// Reads from `s` until the bytes read end with `end` (`None`: until the
+/// peer closes), within 20 s; returns what was read.
+async fn read_until(s: &mut TcpStream, end: Option<&[u8]>) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        while !end.is_some_and(|end| out.ends_with(end)) {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn both_framing_headers_are_refused_after_a_refused_upgrade() {
+    use std::sync::{Arc, Mutex};
+    let redis = RedisServer::start().await.unwrap();
+    // A backend that refuses every upgrade (a plain 200) and records the
+    // paths it was asked for.
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = asked.clone();
+    let backend = serve_backend(move |req: hyper::Request<hyper::body::Incoming>| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(req.uri().path().to_owned());
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"no-upgrade",
+            )))
+        }
+    })
+    .await;
+    let p = start_proxy(test_config(&redis.url(), &backend)).await;
+    wait_serving(&p).await;
+
+    const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: a.toolforge.org\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    const SMUGGLED: &str = "POST /smuggled HTTP/1.1\r\nHost: a.toolforge.org\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+
+    // Sent behind the upgrade request at once (before its answer is known)…
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(format!("{UPGRADE}{SMUGGLED}").as_bytes())
+        .await
+        .unwrap();
+    let out = read_until(&mut s, None).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let second = out.split_once("no-upgrade").map_or("", |(_, rest)| rest);
+    assert_eq!(status(second), 400, "{out}");
+
+    // …or after its refusal arrived.
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(UPGRADE.as_bytes()).await.unwrap();
+    let first = read_until(&mut s, Some(b"no-upgrade")).await;
+    assert_eq!(status(&first), 200, "{first}");
+    s.write_all(SMUGGLED.as_bytes()).await.unwrap();
+    let second = read_until(&mut s, None).await;
+    assert_eq!(status(&second), 400, "{second}");
+
+    assert!(
+        !asked.lock().unwrap().iter().any(|p| p == "/smuggled"),
+        "smuggled request reached the backend: {:?}",
+        asked.lock().unwrap()
+    );
+
+    // An upgrade that happens (101) still hands the client's next bytes to
+    // the upgraded stream untouched, even sent before the 101 arrived.
+    let ws = upgrade_backend().await;
+    let p = start_proxy(test_config(&redis.url(), &ws)).await;
+    wait_serving(&p).await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(format!("{UPGRADE}{SMUGGLED}").as_bytes())
+        .await
+        .unwrap();
+    let out = read_until(&mut s, Some(SMUGGLED.as_bytes())).await;
+    assert!(out.starts_with("HTTP/1.1 101"), "{out}");
+    assert!(
+        out.ends_with(SMUGGLED),
+        "not echoed on the upgraded stream: {out}"
+    );
+}
+
 // --- Item 9: log forging -----------------------------------------------------
 
 struct Running(Child);
