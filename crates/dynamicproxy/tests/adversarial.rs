@@ -295,7 +295,7 @@ async fn control_characters_are_escaped_in_the_access_log() {
 // --- Item 2: connections that send nothing ----------------------------------
 
 /// Reads until the peer closes; panics if it doesn't within 20 s.
-async fn closed_within_bound(s: &mut TcpStream) {
+async fn closed_within_bound<S: tokio::io::AsyncRead + Unpin>(s: &mut S) {
     tokio::time::timeout(Duration::from_secs(20), async {
         let mut buf = [0u8; 4096];
         loop {
@@ -350,6 +350,52 @@ async fn silent_connections_are_closed_and_free_the_connection_cap() {
         .expect("the listener never served again")
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_finished_tls_handshake_and_then_silence_is_closed() {
+    use common::tls::{client_config, make_ca, make_cert};
+    use rustls::pki_types::ServerName;
+    let ca = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    make_ca(ca.path());
+    make_cert(ca.path(), certs.path(), "toolforge", "*.toolforge.org");
+    let redis = RedisServer::start().await.unwrap();
+    let default = echo_backend("default").await;
+    let mut c = test_config(&redis.url(), &default.url());
+    c.server.max_connections = 1;
+    c.server.workers = 1;
+    c.server.header_read_timeout_ms = 500;
+    c.server.idle_timeout_ms = 500;
+    c.tls.dir = Some(certs.path().to_owned());
+    c.tls.redirect_http = false;
+    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let https_addr = https.local_addr().unwrap();
+    let p = start_proxy_with_https(c, https).await;
+    wait_serving(&p).await;
+
+    let connector = tokio_rustls::TlsConnector::from(client_config(ca.path(), &[b"http/1.1"]));
+    let name = ServerName::try_from("a.toolforge.org").unwrap();
+    // The handshake completes, then the client says nothing; it holds the
+    // listener's only slot until the proxy closes it.
+    let tcp = TcpStream::connect(https_addr).await.unwrap();
+    let mut silent = connector.connect(name.clone(), tcp).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let tcp = TcpStream::connect(https_addr).await.unwrap();
+        let mut s = connector.connect(name, tcp).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.toolforge.org\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    closed_within_bound(&mut silent).await;
+    let r = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the TLS listener never served again")
+        .unwrap();
+    assert_eq!(status(&r), 200, "{r}");
 }
 
 // --- Item 3: slow request bodies ----------------------------------------------

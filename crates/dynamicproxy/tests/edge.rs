@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::tls::{client_config, make_ca, make_cert};
 use common::*;
 use dynamicproxy::{Listeners, Settings};
 use forge_core::{ReloadReason, ReloadSignal, Reloadable, Shutdown, StatusBoard};
@@ -18,88 +18,9 @@ use forge_test_support::RedisServer;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-/// A CA in `dir`, and `name.crt`/`name.key` signed by it for `dns` in `certs`.
-fn make_ca(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=forge test CA",
-        ],
-    );
-}
-
-fn make_cert(ca: &Path, certs: &Path, name: &str, dns: &str) {
-    let key = certs.join(format!("{name}.key"));
-    let crt = certs.join(format!("{name}.crt"));
-    let csr = ca.join(format!("{name}.csr"));
-    let ext = ca.join(format!("{name}.ext"));
-    std::fs::write(&ext, format!("subjectAltName=DNS:{dns}\n")).unwrap();
-    openssl(
-        ca,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            csr.to_str().unwrap(),
-            "-subj",
-            &format!("/CN={dns}"),
-        ],
-    );
-    openssl(
-        ca,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            csr.to_str().unwrap(),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            crt.to_str().unwrap(),
-            "-days",
-            "2",
-            "-extfile",
-            ext.to_str().unwrap(),
-        ],
-    );
-}
 
 struct Edge {
     http: std::net::SocketAddr,
@@ -139,25 +60,13 @@ async fn start_edge(mut config: dynamicproxy::Config, ca_dir: &Path, tls_dir: &P
         reload.clone(),
         shutdown.clone(),
     ));
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca_dir.join("ca.crt")).unwrap())
-        .unwrap();
-    let mut h1 = rustls::ClientConfig::builder()
-        .with_root_certificates(roots.clone())
-        .with_no_client_auth();
-    h1.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut h2 = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    h2.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let edge = Edge {
         http: http_addr,
         https: https_addr,
         reload,
         shutdown,
-        ca: Arc::new(h1),
-        ca_h2: Arc::new(h2),
+        ca: client_config(ca_dir, &[b"http/1.1"]),
+        ca_h2: client_config(ca_dir, &[b"h2", b"http/1.1"]),
     };
     let addr = edge.http;
     eventually("serving", || async move {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -155,16 +157,22 @@ pub fn test_config(redis_url: &str, default_upstream: &str) -> Config {
 
 /// Starts the proxy with `config` on loopback port 0.
 pub async fn start_proxy(config: Config) -> ProxyUnderTest {
+    start_proxy_on(config, None).await
+}
+
+/// Starts the proxy with `config` on loopback port 0, serving TLS on
+/// `https` too (`config.tls.dir` must be set).
+pub async fn start_proxy_with_https(config: Config, https: TcpListener) -> ProxyUnderTest {
+    start_proxy_on(config, Some(https)).await
+}
+
+async fn start_proxy_on(config: Config, https: Option<TcpListener>) -> ProxyUnderTest {
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
     let shutdown = Shutdown::new();
     let task = tokio::spawn(dynamicproxy::run(
-        Listeners {
-            http,
-            admin,
-            https: None,
-        },
+        Listeners { http, admin, https },
         config,
         shutdown.clone(),
     ));
