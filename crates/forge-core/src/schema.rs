@@ -435,7 +435,9 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A backend base URL: `http(s)://<host>:<port>` with no user info, query or
-/// fragment and no path beyond an optional `/`.
+/// fragment and no path beyond an optional `/`, and no control character
+/// anywhere (the URL parser would drop a tab or line break silently, while
+/// the URL is kept and logged as written).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct BackendUrl {
@@ -459,6 +461,12 @@ impl BackendUrl {
         };
         if raw.len() > MAX_URL_LEN {
             return Err(bad("too long"));
+        }
+        if let Some(c) = raw.chars().find(|c| c.is_control()) {
+            return Err(bad(&format!(
+                "it contains the control character {}",
+                escape_char(c)
+            )));
         }
         let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
         let scheme = url.scheme();
@@ -837,6 +845,37 @@ mod tests {
         ] {
             let e = BackendUrl::parse(bad).unwrap_err();
             assert!(matches!(e, SchemaError::UrlInvalid { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn backend_urls_with_control_characters_are_refused() {
+        // The URL parser drops tabs and line breaks and trims C0 controls
+        // and spaces at the ends, so each of these would parse to a
+        // valid URL while the text kept (and logged) holds the control.
+        for bad in [
+            "http://10.0.0.5:34567\n",
+            "http://10.0.0.5:34567\r\nforged log line",
+            "\x1b[2Jhttp://10.0.0.5:34567",
+            "http://10.0.\t0.5:34567",
+            "http://10.0.0.5:3456\n7",
+            "http://10.0.0.5:34567\u{7f}",
+            "http://10.0.0.5:34567/\u{9b}31m",
+            "http://host\u{0}.example:1",
+        ] {
+            let e = BackendUrl::parse(bad).unwrap_err();
+            let SchemaError::UrlInvalid { url, reason } = &e else {
+                panic!("{bad:?}: {e}");
+            };
+            assert!(reason.contains("control character U+"), "{bad:?}: {e}");
+            // The message itself is safe to log.
+            assert!(!e.to_string().chars().any(char::is_control), "{e}");
+            assert!(url.len() <= bad.len());
+            assert!(
+                bad.parse::<BackendUrl>().is_err()
+                    && BackendUrl::try_from(bad.to_owned()).is_err()
+                    && serde_json::from_value::<BackendUrl>(serde_json::json!(bad)).is_err()
+            );
         }
     }
 
