@@ -5,18 +5,31 @@
 //! the default upstream — the Kubernetes ingress. Unlike today's nginx + Lua
 //! hook, no request waits for Redis: the whole route table lives in memory.
 //!
-//! * [`table`] — the [`RouteTable`](table::RouteTable): compiled routes,
-//!   the routing order, the on-disk snapshot.
+//! * [`table`] — the [`RouteTable`](table::RouteTable): compiled routes
+//!   (entries over the route budget ignored and counted), the routing order,
+//!   the on-disk snapshot.
 //! * [`sync`] — [`RouteSync`](sync::RouteSync): full loads, keyspace
 //!   notifications, periodic resync, Redis health.
-//! * [`proxy`] — the HTTP/1.1 + HTTP/2 server and the pooled client.
+//! * [`proxy`] — the HTTP/1.1 + HTTP/2 server and the pooled client; bodies
+//!   buffered and read with a timeout, client identity headers stripped.
 //! * [`workers`] — the threads that serve client connections, one
 //!   single-threaded runtime each.
-//! * [`framing`] — refuses requests framed by both `Content-Length` and
-//!   `Transfer-Encoding`, from a watch on the bytes below hyper.
+//! * [`framing`] — a watch on the bytes below hyper: request heads bounded
+//!   (431/414) by a linear scanner that hands hyper whole heads, requests
+//!   framed by both `Content-Length` and `Transfer-Encoding` refused (also
+//!   behind a refused upgrade), silent connections failed at their deadline.
+//! * [`activity`] — when a client connection with nothing in flight is
+//!   closed (header timeout from accept, idle timeout between requests), and
+//!   whether a request that asked to switch protocols did.
+//! * [`malformed`] — requests nginx refuses and the proxy refuses alike:
+//!   paths climbing above `/` or holding a NUL, empty host labels,
+//!   `CONNECT`, `OPTIONS *`.
 //! * [`guard`] — rate limit, User-Agent / Referer / IP blocks.
 //! * [`pages`] — the proxy's own error pages, favicon and robots.txt.
+//! * [`tls`] — TLS termination: certificates by SNI from a directory,
+//!   replaced on reload.
 //! * [`admin`] — `/list` next to forge-core's `/healthz`, `/metrics`, ….
+//! * [`metrics`] — the Prometheus metrics, resolved once.
 //! * [`config`] — the configuration, documented in `docs/dynamicproxy.md`.
 //!
 //! [`run`] is the entry point: it takes bound listeners, the configuration

@@ -5,9 +5,11 @@
 //! protocol on port 8282 that is byte-compatible with today's daemon
 //! ([`protocol`]). Clients are authenticated by RFC 1413 ident ([`ident`])
 //! plus checks ident can't give: the backend must be the client's own address
-//! and port range, the route a linear-time regex ([`server`]). Registrations
-//! are written to Redis atomically, with compare-and-delete on unregister
-//! ([`store`]).
+//! and port range, the route a linear-time regex within the route budget, no
+//! control character anywhere ([`server`]), and the backend's server must
+//! be the registering tool's own ([`ownership`]). Registrations are written
+//! to Redis atomically, with compare-and-delete on unregister ([`store`]).
+//! The configuration ([`config`]) is documented in `docs/proxylistener.md`.
 //!
 //! Entry point, mini-redis style: [`server::run`] takes an already-bound
 //! listener, a [`server::Context`] (live [`config::Config`] + [`RouteStore`])
