@@ -111,6 +111,13 @@ fn parse_filter(directive: &str) -> Result<EnvFilter, TelemetryError> {
         })
 }
 
+/// Whether text logs carry ANSI colour: only when stderr is a terminal, and
+/// never when `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+/// A timer's output piped to mail, a file or a pipe stays plain text.
+pub fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over the
 /// configured filter at start-up.
 pub fn init_logging(settings: &LogSettings) -> Result<LogControl, TelemetryError> {
@@ -135,7 +142,14 @@ pub fn init_logging(settings: &LogSettings) -> Result<LogControl, TelemetryError
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour_wanted(
+                        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                        std::env::var_os("NO_COLOR").as_deref(),
+                    ))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInitialised)?;
@@ -186,6 +200,22 @@ mod tests {
         assert!(parse_filter("info,foo=debug").is_ok());
         let e = parse_filter("foo=notalevel").unwrap_err().to_string();
         assert!(e.contains("foo=notalevel"), "{e}");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(
+            colour_wanted(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(
+            !colour_wanted(false, None),
+            "a pipe or a file gets plain text"
+        );
+        assert!(!colour_wanted(false, Some(OsStr::new("1"))));
     }
 
     #[test]

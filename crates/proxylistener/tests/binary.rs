@@ -104,6 +104,14 @@ async fn runs_serves_admin_and_stops_on_sigterm() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    // stderr is a file here, not a terminal: plain text, no ANSI colour
+    // (a timer's or a daemon's output piped to mail or a file stays readable).
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file: {text:?}"
+    );
 }
 
 /// A neighbour on the admin network: reads `/status` and the logs for the
