@@ -35,6 +35,7 @@ declare -A FORGE_PKG_OF=(
   [sge_execd]=gridengine-exec
   [qsub]=gridengine-client
   [qconf]=gridengine-client
+  [promtool]=prometheus
 )
 
 # file -> Debian package, for what has no binary of its own

@@ -80,6 +80,8 @@ fn package_lists_installs_and_removes_cleanly() {
     }
     expected.push("./usr/lib/forge/forge-job-status".into());
     expected.push("./usr/lib/sysusers.d/forge.conf".into());
+    expected.push("./usr/share/forge/monitoring/forge-alerts.yml".into());
+    expected.push("./usr/share/forge/monitoring/forge-alerts.test.yml".into());
     for doc in [
         "installation.md",
         "configuration.md",
