@@ -348,7 +348,7 @@ impl Default for SignupSettings {
     }
 }
 
-/// One wiki the blocklist comes from.
+/// One wiki the blocklist comes from, and the pages read from it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BlocklistSource {
@@ -356,6 +356,16 @@ pub struct BlocklistSource {
     pub name: String,
     /// The wiki's `api.php` URL.
     pub api_url: String,
+    /// The pages holding title-blacklist entries, read as raw wikitext
+    /// (meta: `Title blacklist`, the global list every Wikimedia wiki
+    /// applies; any wiki: `MediaWiki:Titleblacklist`, its local list).
+    /// Required: each source names its own.
+    #[serde(default)]
+    pub pages: Vec<String>,
+    /// The pages holding title-whitelist entries (`MediaWiki:Titlewhitelist`):
+    /// a name one of them matches is let through even when blacklisted.
+    #[serde(default)]
+    pub whitelist_pages: Vec<String>,
 }
 
 /// `[blocklist]`.
@@ -364,16 +374,35 @@ pub struct BlocklistSource {
 pub struct BlocklistSettings {
     /// The wikis.
     pub sources: Vec<BlocklistSource>,
-    /// The page holding the list.
-    pub page: String,
-    /// Fetch timeout, seconds.
+    /// Replaced by each source's `pages`; refused at start-up when set, with
+    /// what to write instead (it used to name one page for every wiki, which
+    /// read meta's local list instead of the global one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    /// Fetch timeout, seconds (the whole request: connect, TLS, answer).
     pub timeout_seconds: u64,
-    /// `User-Agent` of fetches (wikis require a descriptive one).
+    /// The product part of the fetches' `User-Agent`; the contact is added
+    /// to it: `<user_agent> (<contact>; username blocklist sync)`.
     pub user_agent: String,
+    /// Who runs this client, as Wikimedia's User-Agent policy asks: a URL
+    /// (`https://…`) or an e-mail address. `sync-username-block` refuses to
+    /// run without one; the web app does not need it.
+    pub contact: Option<String>,
     /// Entries not seen for this many days are dropped.
     pub stale_days: i64,
     /// How often the web app re-reads the list from the database, seconds.
     pub refresh_seconds: u64,
+}
+
+impl BlocklistSettings {
+    /// The `User-Agent` of fetches: the product, then the contact
+    /// (`forge-idm-web/1.0 (https://example.org/contact; username blocklist
+    /// sync)`), or `None` without a contact.
+    pub fn full_user_agent(&self) -> Option<String> {
+        self.contact
+            .as_deref()
+            .map(|c| format!("{} ({c}; username blocklist sync)", self.user_agent))
+    }
 }
 
 impl Default for BlocklistSettings {
@@ -383,18 +412,20 @@ impl Default for BlocklistSettings {
                 BlocklistSource {
                     name: "meta".into(),
                     api_url: "https://meta.wikimedia.org/w/api.php".into(),
+                    pages: vec!["Title blacklist".into()],
+                    whitelist_pages: Vec::new(),
                 },
                 BlocklistSource {
                     name: "wikitech".into(),
                     api_url: "https://wikitech.wikimedia.org/w/api.php".into(),
+                    pages: vec!["MediaWiki:Titleblacklist".into()],
+                    whitelist_pages: vec!["MediaWiki:Titlewhitelist".into()],
                 },
             ],
-            page: "MediaWiki:Titleblacklist".into(),
+            page: None,
             timeout_seconds: 20,
-            user_agent: format!(
-                "forge-idm-web/{} (username blocklist sync)",
-                forge_core::VERSION
-            ),
+            user_agent: format!("forge-idm-web/{}", forge_core::VERSION),
+            contact: None,
             stale_days: 7,
             refresh_seconds: 60,
         }
@@ -456,6 +487,99 @@ fn read_secret(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// What `[blocklist]` needs beyond its types: the retired `page` key
+/// refused with what to write instead, each source with its pages, names and
+/// pages the wiki API can take, a contact that is a URL or an address.
+fn validate_blocklist(loaded: &Loaded<Config>) -> Result<(), forge_core::ConfigError> {
+    let b = &loaded.config.blocklist;
+    if let Some(page) = &b.page {
+        return Err(loaded.invalid(
+            "blocklist.page",
+            format!(
+                "blocklist.page ({page:?}) is no longer read: it named one page for every wiki, \
+                 and on meta that page is meta's local list, not the global one. Remove it and \
+                 name each source's pages instead, e.g. (the defaults) sources = [\
+                 {{ name = \"meta\", api_url = \"https://meta.wikimedia.org/w/api.php\", \
+                 pages = [\"Title blacklist\"] }}, \
+                 {{ name = \"wikitech\", api_url = \"https://wikitech.wikimedia.org/w/api.php\", \
+                 pages = [\"MediaWiki:Titleblacklist\"], whitelist_pages = [\"MediaWiki:Titlewhitelist\"] }}]"
+            ),
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in &b.sources {
+        if s.name.trim().is_empty() || s.name.len() > 64 || s.name.chars().any(char::is_control) {
+            return Err(loaded.invalid(
+                "blocklist.sources",
+                format!("{:?}: a source name is 1–64 printable characters", s.name),
+            ));
+        }
+        if !names.insert(s.name.as_str()) {
+            return Err(loaded.invalid(
+                "blocklist.sources",
+                format!(
+                    "{:?} is named twice (the name is the entries' origin)",
+                    s.name
+                ),
+            ));
+        }
+        match url::Url::parse(&s.api_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => {
+                return Err(loaded.invalid(
+                    "blocklist.sources",
+                    format!("{:?}: api_url must be http(s)://host/…/api.php", s.name),
+                ));
+            }
+        }
+        if s.pages.is_empty() {
+            return Err(loaded.invalid(
+                "blocklist.sources",
+                format!(
+                    "{:?} names no pages: add pages = [\"…\"] (meta's global list is \
+                     \"Title blacklist\"; a wiki's own list is \"MediaWiki:Titleblacklist\")",
+                    s.name
+                ),
+            ));
+        }
+        for page in s.pages.iter().chain(&s.whitelist_pages) {
+            if page.trim().is_empty()
+                || page.len() > 255
+                || page.contains(['|', '#', '<', '>', '[', ']', '{', '}'])
+                || page.chars().any(char::is_control)
+            {
+                return Err(loaded.invalid(
+                    "blocklist.sources",
+                    format!("{:?}: {page:?} is not a page title", s.name),
+                ));
+            }
+        }
+    }
+    if http::HeaderValue::from_str(&b.user_agent).is_err() || b.user_agent.trim().is_empty() {
+        return Err(loaded.invalid(
+            "blocklist.user_agent",
+            "must be printable ASCII, e.g. \"forge-idm-web/1.0\"",
+        ));
+    }
+    if let Some(contact) = &b.contact {
+        let is_url = url::Url::parse(contact)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        let is_mail = contact.parse::<lettre::Address>().is_ok();
+        if !(is_url || is_mail)
+            || contact.contains(['(', ')', ';'])
+            || http::HeaderValue::from_str(contact).is_err()
+        {
+            return Err(loaded.invalid(
+                "blocklist.contact",
+                format!(
+                    "{contact:?}: expected a URL (https://…) or an e-mail address, in printable ASCII"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -562,13 +686,7 @@ impl Config {
                 ));
             }
         }
-        for s in &c.blocklist.sources {
-            if url::Url::parse(&s.api_url).is_err() {
-                return Err(
-                    loaded.invalid("blocklist.sources", format!("{:?}: bad api_url", s.name))
-                );
-            }
-        }
+        validate_blocklist(loaded)?;
         Ok(Secrets {
             database_url,
             ldap_password,

@@ -50,11 +50,14 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
-    /// Fetch MediaWiki:Titleblacklist from each configured wiki and store it
-    /// (daily timer). A failed fetch keeps that wiki's entries; entries unseen
-    /// for blocklist.stale_days are dropped.
+    /// Read each configured wiki's title blacklist and whitelist pages
+    /// (blocklist.sources) and store their lines (daily timer). Prints every
+    /// line it adds, drops and keeps. A failed fetch keeps that wiki's
+    /// entries; lines no longer listed are dropped once unseen for
+    /// blocklist.stale_days. Needs blocklist.contact (the wikis' User-Agent
+    /// policy).
     SyncUsernameBlock {
-        /// Report what would change; change nothing.
+        /// Print exactly what a sync would add, drop and keep; change nothing.
         #[arg(long)]
         check: bool,
     },
@@ -254,30 +257,8 @@ async fn run_command(
         Command::SyncUsernameBlock { check } => {
             let core = Core::build(config.clone(), &secrets, None).await?;
             let report = blocklist::sync(&config.blocklist, &core.blocklist_store, check).await?;
-            let mut failed = false;
-            for (name, r) in &report.sources {
-                match r {
-                    Ok(n) => println!(
-                        "{name}: {n} entries{}",
-                        if check {
-                            " (check: nothing stored)"
-                        } else {
-                            ""
-                        }
-                    ),
-                    Err(e) => {
-                        failed = true;
-                        println!("{name}: FAILED, entries kept: {e}");
-                    }
-                }
-            }
-            for (origin, pattern) in &report.dropped {
-                println!(
-                    "{} stale entry from {origin}: {pattern}",
-                    if check { "would drop" } else { "dropped" }
-                );
-            }
-            Ok(if failed {
+            print!("{}", report.render());
+            Ok(if report.any_failed() {
                 std::process::ExitCode::FAILURE
             } else {
                 std::process::ExitCode::SUCCESS

@@ -161,8 +161,10 @@ impl Core {
             );
         }
         let n = compiled.len();
+        let allow = compiled.allow_len();
         self.blocklist.store(Arc::new(compiled));
         metrics::gauge!("forge_idm_blocklist_entries").set(n as f64);
+        metrics::gauge!("forge_idm_blocklist_whitelist_entries").set(allow as f64);
         Ok(n)
     }
 

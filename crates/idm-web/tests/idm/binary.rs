@@ -66,6 +66,60 @@ fn config_errors_name_file_and_line() {
     assert!(out.contains("configuration OK"));
 }
 
+/// The retired `blocklist.page` (one page for every wiki, which read meta's
+/// local list instead of the global one) fails at start-up with its
+/// file:line and what to write instead; so do a source without pages and a
+/// contact that is neither a URL nor an address.
+#[test]
+fn retired_blocklist_page_is_refused_with_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "[tokens]\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+    let p = write_config(
+        dir.path(),
+        &format!("{key}\n[blocklist]\nstale_days = 7\npage = \"MediaWiki:Titleblacklist\"\n"),
+    );
+    let (code, _, err) = run(&p, &["--check-config"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("idm-web.toml:6:"), "{err}");
+    assert!(
+        err.contains("pages = [\"Title blacklist\"]") && err.contains("whitelist_pages"),
+        "{err}"
+    );
+    let (code, _, err) = run(&p, &["serve"]);
+    assert_ne!(code, 0, "the web app refuses to start too");
+    assert!(err.contains("idm-web.toml:6:"), "{err}");
+
+    let p = write_config(
+        dir.path(),
+        &format!(
+            "{key}[blocklist]\nsources = [{{ name = \"meta\", api_url = \"https://meta.wikimedia.org/w/api.php\" }}]\n"
+        ),
+    );
+    let (code, _, err) = run(&p, &["--check-config"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("idm-web.toml:4:") && err.contains("names no pages"),
+        "{err}"
+    );
+
+    let p = write_config(
+        dir.path(),
+        &format!("{key}[blocklist]\ncontact = \"call me maybe\"\n"),
+    );
+    let (code, _, err) = run(&p, &["--check-config"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("idm-web.toml:4:") && err.contains("URL"),
+        "{err}"
+    );
+    let p = write_config(
+        dir.path(),
+        &format!("{key}[blocklist]\ncontact = \"https://tools.example.org/contact\"\n"),
+    );
+    let (code, out, err) = run(&p, &["--check-config"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timer_subcommands_and_activation_link() {
     let slapd = Slapd::start().await.unwrap();
@@ -78,7 +132,7 @@ async fn timer_subcommands_and_activation_link() {
              [http]\npublic_base_url = \"https://idm.example.org\"\n\
              [database]\nurl = \"{db}\"\n\
              [ldap]\nurl = \"{ldap}\"\nbind_dn = \"{admin}\"\nbind_password = \"{pw}\"\npeople_base = \"{people}\"\n\
-             [blocklist]\nsources = [{{ name = \"meta\", api_url = \"http://127.0.0.1:9/w/api.php\" }}]\ntimeout_seconds = 2\n",
+             [blocklist]\nsources = [{{ name = \"meta\", api_url = \"http://127.0.0.1:9/w/api.php\", pages = [\"Title blacklist\"] }}]\ntimeout_seconds = 2\ncontact = \"ops@example.org\"\n",
             db = db.url(),
             ldap = slapd.url(),
             admin = slapd.admin_dn(),

@@ -21,6 +21,7 @@ macro_rules! on_both_databases {
 
 mod api;
 mod binary;
+mod blocklist_sync;
 mod blocks;
 mod browser;
 mod common;

@@ -22,7 +22,7 @@ async fn timers_run_once_per_period_across_hosts() {
              [database]\nurl = \"{db}\"\n\
              [redis]\nurl = \"{redis}\"\n\
              [ldap]\nurl = \"{ldap}\"\nbind_dn = \"{admin}\"\nbind_password = \"{pw}\"\npeople_base = \"{people}\"\n\
-             [blocklist]\nsources = [{{ name = \"meta\", api_url = \"http://127.0.0.1:9/w/api.php\" }}]\ntimeout_seconds = 2\n",
+             [blocklist]\nsources = [{{ name = \"meta\", api_url = \"http://127.0.0.1:9/w/api.php\", pages = [\"Title blacklist\"] }}]\ntimeout_seconds = 2\ncontact = \"ops@example.org\"\n",
             db = db.url(),
             redis = redis.url(),
             ldap = slapd.url(),
