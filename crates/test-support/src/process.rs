@@ -70,17 +70,60 @@ const SCRATCH_PREFIX: &str = "forge-test-";
 ///
 /// [`TestSupportError::Io`] when the directory cannot be created.
 pub fn scratch_dir(kind: &str) -> Result<tempfile::TempDir> {
+    scratch_dir_under(kind, &std::env::temp_dir())
+}
+
+/// Where [`scratch_dir_in_memory`] puts directories: `/dev/shm` (tmpfs) when it is a writable
+/// directory, else the temporary directory.
+pub fn memory_scratch_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let shm = Path::new("/dev/shm");
+        let writable = shm.is_dir()
+            && tempfile::Builder::new()
+                .prefix(SCRATCH_PREFIX)
+                .tempdir_in(shm)
+                .is_ok();
+        if writable {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+    .clone()
+}
+
+/// Like [`scratch_dir`], but in memory ([`memory_scratch_root`]): for servers that `fsync`
+/// on their failover path. Redis Sentinel rewrites and fsyncs its configuration on every new
+/// epoch and vote, a promoted replica rewrites its own (`CONFIG REWRITE`): on a disk busy with
+/// other builds one `fsync` can block such a process for seconds, in the middle of an
+/// election — which splits the vote (a retry only after twice `failover-timeout`) and, past
+/// 2 s, puts the Sentinel in TILT mode for 30 s. Production keeps its disks; the tests measure
+/// failover, not the build machine's disk.
+///
+/// # Errors
+///
+/// [`TestSupportError::Io`] when the directory cannot be created.
+pub fn scratch_dir_in_memory(kind: &str) -> Result<tempfile::TempDir> {
+    scratch_dir_under(kind, &memory_scratch_root())
+}
+
+/// [`scratch_dir`] under `root`.
+fn scratch_dir_under(kind: &str, root: &Path) -> Result<tempfile::TempDir> {
     static SWEPT: OnceLock<()> = OnceLock::new();
-    SWEPT.get_or_init(sweep_stale_scratch_dirs);
+    SWEPT.get_or_init(|| {
+        sweep_stale_scratch_dirs(&std::env::temp_dir());
+        sweep_stale_scratch_dirs(&memory_scratch_root());
+    });
     tempfile::Builder::new()
         .prefix(&format!("{SCRATCH_PREFIX}{kind}-{}-", std::process::id()))
-        .tempdir()
+        .tempdir_in(root)
         .map_err(|e| TestSupportError::io(format!("creating a temporary directory for {kind}"), e))
 }
 
-/// Removes scratch directories whose owning process is gone.
-fn sweep_stale_scratch_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+/// Removes scratch directories under `root` whose owning process is gone.
+fn sweep_stale_scratch_dirs(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
@@ -497,7 +540,7 @@ mod tests {
         let dead =
             std::env::temp_dir().join(format!("{SCRATCH_PREFIX}unit-test-{}-abc123", i32::MAX));
         std::fs::create_dir_all(&dead).unwrap();
-        sweep_stale_scratch_dirs();
+        sweep_stale_scratch_dirs(&std::env::temp_dir());
         assert!(!dead.exists());
         assert!(mine.path().is_dir());
         let name = mine
@@ -507,6 +550,15 @@ mod tests {
             .to_string_lossy()
             .into_owned();
         assert!(name.starts_with(&format!("forge-test-unit-test-{}-", std::process::id())));
+    }
+
+    #[test]
+    fn servers_that_fsync_on_failover_get_their_directory_in_memory() {
+        let dir = scratch_dir_in_memory("unit-test").unwrap();
+        assert!(dir.path().starts_with(memory_scratch_root()));
+        if Path::new("/dev/shm").is_dir() {
+            assert_eq!(memory_scratch_root(), Path::new("/dev/shm"));
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Sentinel, so its tests need real servers they can crash, freeze and restart. A
 //! [`RedisServer`] is a `redis-server` on a free loopback port with its own directory, no
 //! persistence unless asked for (`--save ""`, `appendonly no`), and its log on stdout, which
-//! goes to `redis.log` in that directory. A [`SentinelServer`] is `redis-server --sentinel`
+//! goes to `redis.log` in that directory. The directories (Sentinels' too) are in memory where
+//! `/dev/shm` exists: Sentinel and a promoted replica fsync their configuration in the middle
+//! of a failover, and a disk busy with other builds can stall that for seconds. A [`SentinelServer`] is `redis-server --sentinel`
 //! watching one master with short timeouts, so failovers happen within seconds.
 //!
 //! Readiness is checked the simplest way that proves the server is serving: a raw `PING` on a
@@ -20,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Result, TestSupportError};
 use crate::ports::{free_port, loopback};
-use crate::process::{ChildGuard, find_binary, scratch_dir};
+use crate::process::{ChildGuard, find_binary, scratch_dir_in_memory};
 
 /// The Debian package that provides `redis-server` (and Sentinel mode).
 const APT_PACKAGE: &str = "redis-server";
@@ -105,7 +107,9 @@ async fn launch_on_free_port(
         ("redis-server", "redis", "redis.conf")
     };
     let binary = redis_binary()?;
-    let dir = scratch_dir(kind)?;
+    // In memory: Sentinel fsyncs its configuration on every epoch and vote, a promoted
+    // replica on `CONFIG REWRITE`; see `scratch_dir_in_memory`.
+    let dir = scratch_dir_in_memory(kind)?;
     let conf = dir.path().join(conf_name);
     let mut last_error = None;
     for _ in 0..START_ATTEMPTS {
