@@ -1089,6 +1089,12 @@ mod tests {
         assert!(b.matching("Xbcd").is_none());
         assert!(b.matching("Spambot").is_some(), "look-ahead");
         assert!(b.matching("Goodbot").is_none());
+        // In a case-insensitive entry a back-reference compares
+        // case-insensitively, as PCRE's /i does: `A` then `aa` is a run of three.
+        let b = Blocklist::compile(&[stored(r"User:(.)\1\1.*", "")]);
+        assert!(b.matching("Aaabbot").is_some());
+        assert!(b.matching("Abbot").is_none());
+        assert!(b.matching("Aab").is_none());
     }
 
     #[test]
