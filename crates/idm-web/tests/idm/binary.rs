@@ -188,3 +188,55 @@ async fn timer_subcommands_and_activation_link() {
     assert_eq!(code, 0, "{out}");
     assert!(store.get(s.id).await.unwrap().is_none());
 }
+
+/// `sync-username-block --check` prints exactly the lines the run then
+/// prints (and does), against a local wiki serving meta's global list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_check_prints_what_the_run_does() {
+    let slapd = Slapd::start().await.unwrap();
+    let db = SqliteDb::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (wiki, _) = crate::blocklist_sync::serve_wiki(&[(
+        "Title blacklist",
+        crate::blocklist_sync::META_GLOBAL,
+    )])
+    .await;
+    let p = write_config(
+        dir.path(),
+        &format!(
+            "[tokens]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             [database]\nurl = \"{db}\"\n\
+             [ldap]\nurl = \"{ldap}\"\nbind_dn = \"{admin}\"\nbind_password = \"{pw}\"\npeople_base = \"{people}\"\n\
+             [blocklist]\nsources = [{{ name = \"meta\", api_url = \"http://{wiki}/w/api.php\", pages = [\"Title blacklist\"] }}]\n\
+             contact = \"ops@example.org\"\n",
+            db = db.url(),
+            ldap = slapd.url(),
+            admin = slapd.admin_dn(),
+            pw = slapd.admin_password(),
+            people = slapd.people_dn(),
+        ),
+    );
+    let (code, out, err) = run(&p, &["migrate"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, checked, err) = run(&p, &["sync-username-block", "--check"]);
+    assert_eq!(code, 0, "{checked}{err}");
+    assert!(checked.starts_with("check: "), "{checked}");
+    assert!(
+        checked.contains("add meta blacklist: User:.*(?<!Good)bot <newaccountonly>\n"),
+        "{checked}"
+    );
+    let (code, ran, err) = run(&p, &["sync-username-block"]);
+    assert_eq!(code, 0, "{ran}{err}");
+    let body = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("check: "))
+            .map(|l| l.replace(" (check: nothing changed)", ""))
+            .collect()
+    };
+    assert_eq!(body(&checked), body(&ran));
+    assert!(ran.contains("8 to add, 0 to drop, 0 kept"), "{ran}");
+    // What it added is stored: a second check keeps every line, adds none.
+    let (code, again, _) = run(&p, &["sync-username-block", "--check"]);
+    assert_eq!(code, 0);
+    assert!(again.contains("0 to add, 0 to drop, 8 kept"), "{again}");
+}

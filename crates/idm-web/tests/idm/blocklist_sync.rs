@@ -22,7 +22,7 @@ use crate::common::{Backend, Env, EnvOptions};
 /// Meta's global list (`Title blacklist`), with entries of the shapes the
 /// public lists use: the `<pre>` guard lines, comments, `User:` prefixes,
 /// look-arounds, back-references, `{{ns:}}`, `_` for spaces, options.
-const META_GLOBAL: &str = r#" #<!-- leave this line exactly as it is --> <pre>
+pub(crate) const META_GLOBAL: &str = r#" #<!-- leave this line exactly as it is --> <pre>
 # This is the global title blacklist. Titles and users that match a regex here cannot be created.
 #
 ## Impersonation
@@ -54,7 +54,7 @@ const WIKITECH_WHITELIST: &str = " #<pre>\n# Let these through\nUser:Toolforge B
 type SeenRequest = (String, Vec<(String, String)>);
 
 #[derive(Clone, Default)]
-struct Wiki {
+pub(crate) struct Wiki {
     pages: Arc<Mutex<HashMap<String, String>>>,
     /// Each request's User-Agent and query.
     requests: Arc<Mutex<Vec<SeenRequest>>>,
@@ -125,7 +125,7 @@ async fn broken() -> impl IntoResponse {
     (StatusCode::INTERNAL_SERVER_ERROR, "oops")
 }
 
-async fn serve_wiki(pages: &[(&str, &str)]) -> (SocketAddr, Wiki) {
+pub(crate) async fn serve_wiki(pages: &[(&str, &str)]) -> (SocketAddr, Wiki) {
     let wiki = Wiki::default();
     wiki.pages.lock().unwrap().extend(
         pages
