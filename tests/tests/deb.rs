@@ -77,6 +77,9 @@ fn package_lists_installs_and_removes_cleanly() {
     }
     for b in BINARIES {
         expected.push(format!("./usr/share/doc/forge/{b}.txt"));
+        expected.push(format!("./usr/share/man/man1/{b}.1.gz"));
+        expected.push(format!("./usr/share/bash-completion/completions/{b}"));
+        expected.push(format!("./usr/share/zsh/vendor-completions/_{b}"));
     }
     expected.push("./usr/lib/forge/forge-job-status".into());
     expected.push("./usr/lib/sysusers.d/forge.conf".into());
@@ -129,7 +132,41 @@ fn package_lists_installs_and_removes_cleanly() {
         let text =
             std::fs::read_to_string(help.join(format!("usr/share/doc/forge/{b}.txt"))).unwrap();
         assert!(text.contains("Usage"), "{b}.txt has no usage:\n{text}");
+        // The man page is a real page of this binary, the completions name it.
+        let man = help.join(format!("usr/share/man/man1/{b}.1.gz"));
+        let page = run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("gzip -dc '{}' | head -c 100000", man.display())),
+        );
+        let page = String::from_utf8_lossy(&page.stdout);
+        assert!(
+            page.contains(&format!(".TH {b} 1")),
+            "{b}.1 is no man page:\n{page}"
+        );
+        for (file, marker) in [
+            (
+                format!("usr/share/bash-completion/completions/{b}"),
+                "complete",
+            ),
+            (format!("usr/share/zsh/vendor-completions/_{b}"), "#compdef"),
+        ] {
+            let text = std::fs::read_to_string(help.join(&file)).unwrap();
+            assert!(text.contains(marker) && text.contains(b), "{file}:\n{text}");
+        }
     }
+    // Where a tool owner looks first: `man webservice` explains start/stop.
+    let man = help.join("usr/share/man/man1/webservice.1.gz");
+    let page = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -dc '{}'", man.display())),
+    );
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(
+        page.contains("start") && page.contains("service.manifest"),
+        "{page}"
+    );
 
     // Install into a scratch root.
     let root = dir.path().join("root");

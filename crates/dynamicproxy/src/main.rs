@@ -87,6 +87,7 @@ fn load(
 }
 
 fn main() -> anyhow::Result<()> {
+    forge_core::cli::generate_if_asked::<Args>("dynamicproxy");
     let args = Args::parse();
     let (loaded, settings) = match load(&args, args.common.config.clone()) {
         Ok(x) => x,

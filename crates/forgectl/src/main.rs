@@ -142,6 +142,7 @@ enum QueueVerb {
 }
 
 fn main() -> ExitCode {
+    forge_core::cli::generate_if_asked::<Args>("forgectl");
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -148,6 +148,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
     forge_core::cli::install_crypto_provider();
+    forge_core::cli::generate_if_asked::<Cli>("idm-web");
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve {
         listen: None,

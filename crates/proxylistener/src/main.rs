@@ -48,6 +48,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    forge_core::cli::generate_if_asked::<Args>("proxylistener");
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -99,6 +99,7 @@ enum Verb {
 }
 
 fn main() -> ExitCode {
+    forge_core::cli::generate_if_asked::<Args>("rq-worker");
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -77,6 +77,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn real_main() -> anyhow::Result<std::process::ExitCode> {
+    forge_core::cli::generate_if_asked::<Args>("webservicemonitor");
     let args = Args::parse();
     let loaded = load(&args)?;
     if args.common.finish_config_flags(&loaded) {

@@ -27,6 +27,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    forge_core::cli::generate_if_asked::<Args>("portreleaser");
     let args = Args::parse();
     let fail = |code: ExitCode, msg: &str| {
         eprintln!("portreleaser: {msg}");

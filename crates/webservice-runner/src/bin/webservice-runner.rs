@@ -76,6 +76,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    forge_core::cli::generate_if_asked::<Args>("webservice-runner");
     let args = Args::parse();
     let fail = |code: ExitCode, msg: &str| {
         eprintln!("webservice-runner: {msg}");

@@ -57,6 +57,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn real_main() -> anyhow::Result<String> {
+    forge_core::cli::generate_if_asked::<Args>("webservice");
     let args = Args::parse();
     let default = PathBuf::from("/etc/forge/webservice.toml");
     let path = args
