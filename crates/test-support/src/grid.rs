@@ -208,6 +208,14 @@ impl GridCell {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The pid of the cell's `sge_execd` (tests stop it with `SIGSTOP` to
+    /// hold new jobs in state `t`, being transferred to the exec host).
+    pub fn execd_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.path().join("execd/localhost/execd.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
     fn daemon_pids(&self) -> Vec<i32> {
         let d = self.dir.path();
         [
