@@ -12,6 +12,7 @@
 //! `webservice-runner` on the exec host, the server registers itself and its
 //! page comes back through the proxy. The monitor reads the cell's real
 //! `qstat -xml` and restarts through `sudo -i -u <tool> webservice … restart`.
+//! The Puppet define `forge::gridqueue` is applied to a real queue.
 //!
 //! Grid Engine jobs run as the tool users, so the binaries they run must be
 //! theirs to execute: `target/` under root's home is not, so the binaries are
@@ -19,7 +20,7 @@
 //! copy (in production it names `/usr/bin/webservice-runner`).
 //!
 //! If the cell cannot come up (no Grid Engine, not root), the tests fail and
-//! say why; they never skip. One cell per test, both tests side by side.
+//! say why; they never skip. One cell per test, the tests side by side.
 
 #![allow(clippy::unwrap_used)]
 
@@ -903,4 +904,92 @@ async fn the_monitor_reads_the_real_qstat() {
             "the start and two restarts ran: {errors}"
         );
     }
+}
+
+/// `puppet apply` of `site` with every Puppet path in `dir` and this
+/// repository's module; its exit code (`--detailed-exitcodes`: 0 nothing
+/// changed, 2 changes made, 4 or 6 failures) and output.
+async fn puppet_apply(dir: &Path, site: &str) -> (Option<i32>, String) {
+    let module_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../puppet");
+    let mut c = tokio::process::Command::new("puppet");
+    c.args(["apply", "--color=false", "--detailed-exitcodes"]);
+    for (flag, sub) in [
+        ("confdir", "conf"),
+        ("vardir", "var"),
+        ("codedir", "code"),
+        ("logdir", "log"),
+        ("rundir", "run"),
+    ] {
+        c.arg(format!("--{flag}={}", dir.join(sub).display()));
+    }
+    c.arg(format!("--modulepath={}", module_path.display()))
+        .args(["-e", site])
+        .env("LANG", "C.UTF-8")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(PATIENCE, c.output())
+        .await
+        .unwrap_or_else(|_| panic!("puppet apply did not finish"))
+        .unwrap_or_else(|e| panic!("cannot run puppet (package puppet): {e}"));
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_puppet_define_gives_a_real_web_queue_sigterm_and_the_portreleaser_epilog() {
+    // A queue as Grid Engine makes it: qdel sends SIGKILL, no epilog.
+    let cell = GridCell::start(GridCellOptions {
+        queues: vec!["webgrid-lighttpd".into()],
+        epilog: None,
+        terminate_with_sigterm: false,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the Grid Engine test cell did not come up: {e}"));
+    let queue = cell
+        .run("qconf", &["-sq", "webgrid-lighttpd"])
+        .await
+        .unwrap();
+    assert!(queue.contains("epilog                NONE"), "{queue}");
+
+    // forge::gridqueue, with `qconf` speaking to this cell.
+    let dir = tempfile::tempdir().unwrap();
+    let qconf = dir.path().join("qconf");
+    std::fs::write(
+        &qconf,
+        format!(
+            "#!/bin/sh\nexec {} /usr/bin/qconf \"$@\"\n",
+            cell.env_argv().join(" ")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&qconf, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let site = format!(
+        "forge::gridqueue {{ 'webgrid-lighttpd': qconf => '{}' }}\n",
+        qconf.display()
+    );
+    let (code, out) = puppet_apply(dir.path(), &site).await;
+    assert_eq!(code, Some(2), "the first run changes the queue:\n{out}");
+    let queue = cell
+        .run("qconf", &["-sq", "webgrid-lighttpd"])
+        .await
+        .unwrap();
+    let attribute = |name: &str| {
+        queue
+            .lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some(name)).then(|| words.collect::<Vec<_>>().join(" "))
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(attribute("terminate_method"), "SIGTERM", "{queue}");
+    assert_eq!(attribute("epilog"), "/usr/bin/portreleaser", "{queue}");
+    // Idempotent: the second run finds nothing to do.
+    let (code, out) = puppet_apply(dir.path(), &site).await;
+    assert_eq!(code, Some(0), "the second run changes nothing:\n{out}");
 }
