@@ -4,7 +4,7 @@
 # percentile and max of every figure, the failed runs, and the load average at each run's start.
 #
 # Usage: bench/chaos/repeat.sh [-n RUNS] [-o DIR] [SCENARIO]
-#   SCENARIO  a test name filter (default: paused_master_loses_no_acknowledged_write;
+#   SCENARIO  the test's exact name (default: paused_master_loses_no_acknowledged_write;
 #             also master_cut_off_from_replicas_and_sentinels_loses_no_acknowledged_write,
 #             kill_the_master_under_load)
 #   -n RUNS   how many runs (default 40)
