@@ -578,7 +578,22 @@ async fn life_of(
     grid.until_page_says(tool, path, "default upstream").await;
     let (_, out, _) = webservice(grid, tool, &homes.config, &["status"]).await;
     assert!(out.contains("Your webservice is not running"), "{out}");
+    // The jobs' standard error (qsub -e ~/error.log): both jobs' runners
+    // registered; both jobs' epilogs released the route. (qdel's SIGTERM
+    // reaches every process of the job at once, and the runner does not
+    // always get to unregister by itself before the job is torn down: the
+    // epilog is what reliably removes the route.)
     let log = std::fs::read_to_string(tool.home().join("error.log")).unwrap_or_default();
+    assert_eq!(
+        log.matches("webservice-runner: registered http://").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("portreleaser: released route").count(),
+        2,
+        "{log}"
+    );
     assert!(
         !log.contains("Some(") && !log.contains("Pid("),
         "the runner's log speaks in words: {log}"
