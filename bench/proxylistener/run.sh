@@ -1,14 +1,23 @@
 #!/bin/sh
-# Registrations per second and latency of proxylistener at 1, 16 and 256
-# concurrent clients, against a real redis-server, with ident answered by a
-# local test identd. Target: >= 5000 registrations/s at 16 clients.
+# Registrations per second and latency of proxylistener at several client
+# concurrencies, against a real redis-server, with every check on: the
+# registrations are spread over many tools (the per-tool pattern budget), each
+# tool's backend is a real listening socket, and the identd answers per
+# connection (client and backend ports each attributed to their tool), so the
+# ident look-up and the backend ownership check both pass.
+# Target: >= 5000 registrations/s at 16 clients.
 #
-# Usage: bench/proxylistener/run.sh [SECONDS_PER_LEVEL] [CLIENTS]
-#   e.g. bench/proxylistener/run.sh 5 1,16,256
+# Cells, interleaved REPEAT times, medians: the binary as built ("hardened"),
+# the same with ownership.verify = false ("ownership off"), and, when
+# BEFORE_BIN names one, a proxylistener built from an earlier commit ("before").
+#
+# Usage: [BEFORE_BIN=path] [TOOLS=64] bench/proxylistener/run.sh [SECONDS_PER_LEVEL] [CLIENTS] [REPEAT]
+#   e.g. bench/proxylistener/run.sh 5 1,16,256 3
 set -eu
 cd "$(dirname "$0")/../.."
 seconds="${1:-5}"
 clients="${2:-1,16,256}"
+repeat="${3:-3}"
 cargo build --release -q -p proxylistener --bin proxylistener --example regbench
 mkdir -p bench/results
 out="bench/results/proxylistener-$(date -u +%Y%m%dT%H%M%SZ).md"
@@ -16,6 +25,7 @@ out="bench/results/proxylistener-$(date -u +%Y%m%dT%H%M%SZ).md"
   echo "# proxylistener registration benchmark ($(date -u +%FT%TZ), $(nproc) cores)"
   echo
   ./target/release/examples/regbench --bin ./target/release/proxylistener \
-    --seconds "$seconds" --clients "$clients"
+    ${BEFORE_BIN:+--before-bin "$BEFORE_BIN"} --toggle-ownership \
+    --tools "${TOOLS:-64}" --seconds "$seconds" --clients "$clients" --repeat "$repeat"
 } | tee "$out"
 echo "results: $out"
