@@ -47,7 +47,10 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 /// `webservice-runner` and `portreleaser` of this workspace, built by cargo
 /// for this test (they are another package's binaries, so cargo does not
-/// build them for this one's tests); their directory.
+/// build them for this one's tests); their directory. The build is the
+/// workspace's `cargo build --workspace --bins` — the one `scripts/demo`
+/// runs — so its dependencies are compiled with the same features once, not
+/// a third time for one package.
 fn runner_binaries() -> &'static PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
@@ -78,7 +81,7 @@ fn runner_binaries() -> &'static PathBuf {
             }
         }
         cargo
-            .args(["build", "--quiet", "-p", "webservice-runner", "--bins"])
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .arg("--target-dir")
             .arg(target_dir);
         match profile_dir.file_name().and_then(|n| n.to_str()) {
