@@ -34,7 +34,11 @@ async fn wait_status(q: &Queue, id: &str, want: JobStatus, within: Duration) {
 async fn retries_happen_at_the_configured_intervals_then_fail_for_good() {
     let redis = redis().await;
     let url = redis.url();
-    let times: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    // Wall-clock times, as the schedule itself keeps them (python-rq's
+    // scheduled registry is scored by wall-clock time): a monotonic clock
+    // drifts from it when the system clock is slewed or stepped (a VM
+    // resumed from a pause), and would then see a retry "early".
+    let times: Arc<Mutex<HashMap<String, Vec<SystemTime>>>> = Arc::default();
     let mut reg = HandlerRegistry::new();
     let t = times.clone();
     reg.register("tests.flaky", move |ctx, _args: JobArgs| {
@@ -44,7 +48,7 @@ async fn retries_happen_at_the_configured_intervals_then_fail_for_good() {
                 .unwrap()
                 .entry(ctx.job_id.clone())
                 .or_default()
-                .push(Instant::now());
+                .push(SystemTime::now());
             Err::<serde_json::Value, _>(JobError::retryable(format!(
                 "attempt {} broke",
                 ctx.attempt
@@ -84,7 +88,12 @@ async fn retries_happen_at_the_configured_intervals_then_fail_for_good() {
     wait_status(&q, &fixed, JobStatus::Failed, Duration::from_secs(15)).await;
     wait_status(&q, &expo, JobStatus::Failed, Duration::from_secs(15)).await;
     let times = times.lock().unwrap().clone();
-    let gaps = |id: &str| -> Vec<Duration> { times[id].windows(2).map(|w| w[1] - w[0]).collect() };
+    let gaps = |id: &str| -> Vec<Duration> {
+        times[id]
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap_or_default())
+            .collect()
+    };
     let fixed_gaps = gaps(&fixed);
     assert_eq!(fixed_gaps.len(), 2, "1 attempt + 2 retries");
     let expo_gaps = gaps(&expo);
