@@ -245,6 +245,60 @@ struct Attempt {
     reply: String,
 }
 
+/// Starts `REGISTRARS` registrars, one tool each (`churn<i>`), until `stop`:
+/// each alternates listeners, registers a new backend and every third step
+/// unregisters, logging every attempt in `attempts` and what its tool was
+/// acknowledged to be in `logs`.
+fn spawn_registrars(
+    listener_addrs: &[SocketAddr],
+    identd: &Arc<Identd>,
+    stop: &Arc<AtomicBool>,
+    attempts: &Arc<Mutex<Vec<Attempt>>>,
+    logs: &Arc<Mutex<BTreeMap<String, ToolLog>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..REGISTRARS)
+        .map(|i| {
+            let (stop, attempts, logs, identd) =
+                (stop.clone(), attempts.clone(), logs.clone(), identd.clone());
+            let listeners = listener_addrs.to_vec();
+            tokio::spawn(async move {
+                let tool = format!("churn{i}");
+                let mut n: u64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let listener = listeners[(n as usize + i) % listeners.len()];
+                    let (request, intended) = if n.is_multiple_of(3) {
+                        ("unregister\n.*\n".to_owned(), None)
+                    } else {
+                        let url = format!("http://127.0.0.1:{}", 20000 + (n % 5000));
+                        (format!("register\n.*\n{url}\n"), Some(url))
+                    };
+                    let reply = registration(listener, &identd, &tool, request).await;
+                    let ok = reply == "ok";
+                    let clean = ok || reply.starts_with("fail:");
+                    {
+                        let mut l = logs.lock().unwrap();
+                        let log = l.entry(tool.clone()).or_default();
+                        if ok {
+                            log.acked = Some(intended);
+                            log.unacked_after.clear();
+                        } else {
+                            log.unacked_after.push(intended);
+                        }
+                    }
+                    attempts.lock().unwrap().push(Attempt {
+                        at: Instant::now(),
+                        ok,
+                        clean,
+                        reply,
+                    });
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            })
+        })
+        .collect()
+}
+
 async fn role_of(addr: &str) -> (String, String, bool) {
     let c = RedisSettings::for_url(&format!("redis://{addr}"))
         .client()
@@ -523,47 +577,13 @@ async fn kill_the_master_under_load() {
     let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
     let logs: Arc<Mutex<BTreeMap<String, ToolLog>>> = Arc::default();
     let mut load = Vec::new();
-    for i in 0..REGISTRARS {
-        let (stop, attempts, logs, identd) =
-            (stop.clone(), attempts.clone(), logs.clone(), identd.clone());
-        let listeners = listener_addrs.clone();
-        load.push(tokio::spawn(async move {
-            let tool = format!("churn{i}");
-            let mut n: u64 = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                // alternate listeners; register a new backend, every third
-                // step unregister
-                let listener = listeners[(n as usize + i) % listeners.len()];
-                let (request, intended) = if n.is_multiple_of(3) {
-                    ("unregister\n.*\n".to_owned(), None)
-                } else {
-                    let url = format!("http://127.0.0.1:{}", 20000 + (n % 5000));
-                    (format!("register\n.*\n{url}\n"), Some(url))
-                };
-                let reply = registration(listener, &identd, &tool, request).await;
-                let ok = reply == "ok";
-                let clean = ok || reply.starts_with("fail:");
-                {
-                    let mut l = logs.lock().unwrap();
-                    let log = l.entry(tool.clone()).or_default();
-                    if ok {
-                        log.acked = Some(intended);
-                        log.unacked_after.clear();
-                    } else {
-                        log.unacked_after.push(intended);
-                    }
-                }
-                attempts.lock().unwrap().push(Attempt {
-                    at: Instant::now(),
-                    ok,
-                    clean,
-                    reply,
-                });
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        }));
-    }
+    load.extend(spawn_registrars(
+        &listener_addrs,
+        &identd,
+        &stop,
+        &attempts,
+        &logs,
+    ));
     let requests = Arc::new(AtomicU64::new(0));
     let request_errors: Arc<Mutex<Vec<String>>> = Arc::default();
     for proxy in proxy_addrs.clone() {
@@ -1140,45 +1160,13 @@ async fn switch_scenario(fault: Fault) -> SwitchFigures {
     let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
     let logs: Arc<Mutex<BTreeMap<String, ToolLog>>> = Arc::default();
     let mut load = Vec::new();
-    for i in 0..REGISTRARS {
-        let (stop, attempts, logs, identd) =
-            (stop.clone(), attempts.clone(), logs.clone(), identd.clone());
-        let listeners = listener_addrs.clone();
-        load.push(tokio::spawn(async move {
-            let tool = format!("churn{i}");
-            let mut n: u64 = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let listener = listeners[(n as usize + i) % listeners.len()];
-                let (request, intended) = if n.is_multiple_of(3) {
-                    ("unregister\n.*\n".to_owned(), None)
-                } else {
-                    let url = format!("http://127.0.0.1:{}", 20000 + (n % 5000));
-                    (format!("register\n.*\n{url}\n"), Some(url))
-                };
-                let reply = registration(listener, &identd, &tool, request).await;
-                let ok = reply == "ok";
-                let clean = ok || reply.starts_with("fail:");
-                {
-                    let mut l = logs.lock().unwrap();
-                    let log = l.entry(tool.clone()).or_default();
-                    if ok {
-                        log.acked = Some(intended);
-                        log.unacked_after.clear();
-                    } else {
-                        log.unacked_after.push(intended);
-                    }
-                }
-                attempts.lock().unwrap().push(Attempt {
-                    at: Instant::now(),
-                    ok,
-                    clean,
-                    reply,
-                });
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        }));
-    }
+    load.extend(spawn_registrars(
+        &listener_addrs,
+        &identd,
+        &stop,
+        &attempts,
+        &logs,
+    ));
     let acked_jobs: Arc<Mutex<Vec<String>>> = Arc::default();
     let job_failures = Arc::new(AtomicU64::new(0));
     {
