@@ -36,7 +36,7 @@ use forge_core::{BackendUrl, Reloadable, Shutdown, ToolName};
 use forge_test_support::{GridCell, GridCellOptions, Oidentd, RedisServer, ToolAccount};
 use fred::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use webservicemonitor::config::{ProbeKind, UidSourceKind};
+use webservicemonitor::config::{GridengineCommands, ProbeKind, UidSourceKind};
 use webservicemonitor::proxy::HttpClient;
 use webservicemonitor::scheduler::{Job, parse_qstat_xml};
 use webservicemonitor::template::ArgvTemplate;
@@ -252,35 +252,31 @@ impl Grid {
         c.tools.root = homes.to_owned();
         c.tools.min_uid = 1000;
         c.scheduler.timeout_secs = 120;
-        c.scheduler.gridengine.list = self.sge(&["qstat", "-u", "*", "-xml"]);
+        // The shipped templates, run in this cell, with the runner's copy
+        // (and the active-proxy file) where the package installs the runner.
+        let shipped = GridengineCommands::default();
         let runner = self.runner.display().to_string();
         let active_proxy = self.active_proxy.display().to_string();
-        // The default template, with the runner's copy and the active-proxy file.
-        c.scheduler.gridengine.submit = self.sge(&[
-            "qsub",
-            "-e",
-            "{home}/error.log",
-            "-o",
-            "{home}/error.log",
-            "-i",
-            "/dev/null",
-            "-q",
-            "{queue}",
-            "-l",
-            "h_vmem={mem},release={release}",
-            "-b",
-            "y",
-            "-N",
-            "{job_name}",
-            &runner,
-            "--active-proxy",
-            &active_proxy,
-            "--register-proxy",
-            "--type",
-            "{type}",
-            "{extra_args}",
-        ]);
-        c.scheduler.gridengine.stop = self.sge(&["qdel", "{job_id}"]);
+        let mut submit = Vec::new();
+        for arg in shipped.submit.args().iter().cloned() {
+            if arg == "/usr/bin/webservice-runner" {
+                submit.extend([
+                    runner.clone(),
+                    "--active-proxy".into(),
+                    active_proxy.clone(),
+                ]);
+            } else {
+                submit.push(arg);
+            }
+        }
+        assert!(
+            submit.contains(&runner),
+            "the shipped submit template names /usr/bin/webservice-runner"
+        );
+        let sge = |v: &[String]| self.sge(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        c.scheduler.gridengine.list = sge(shipped.list.args());
+        c.scheduler.gridengine.submit = sge(&submit);
+        c.scheduler.gridengine.stop = sge(shipped.stop.args());
         c.stop_wait_secs = 120;
         c.poll_ms = 200;
         c.validate().unwrap();
