@@ -89,29 +89,21 @@ fn retired_blocklist_page_is_refused_with_what_to_write() {
     assert_ne!(code, 0, "the web app refuses to start too");
     assert!(err.contains("idm-web.toml:6:"), "{err}");
 
-    let p = write_config(
-        dir.path(),
-        &format!(
-            "{key}[blocklist]\nsources = [{{ name = \"meta\", api_url = \"https://meta.wikimedia.org/w/api.php\" }}]\n"
+    for (blocklist, says) in [
+        (
+            "sources = [{ name = \"meta\", api_url = \"https://meta.wikimedia.org/w/api.php\" }]",
+            "names no pages",
         ),
-    );
-    let (code, _, err) = run(&p, &["--check-config"]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("idm-web.toml:4:") && err.contains("names no pages"),
-        "{err}"
-    );
-
-    let p = write_config(
-        dir.path(),
-        &format!("{key}[blocklist]\ncontact = \"call me maybe\"\n"),
-    );
-    let (code, _, err) = run(&p, &["--check-config"]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("idm-web.toml:4:") && err.contains("URL"),
-        "{err}"
-    );
+        ("contact = \"call me maybe\"", "URL"),
+    ] {
+        let p = write_config(dir.path(), &format!("{key}[blocklist]\n{blocklist}\n"));
+        let (code, _, err) = run(&p, &["--check-config"]);
+        assert_ne!(code, 0, "{blocklist}");
+        assert!(
+            err.contains("idm-web.toml:4:") && err.contains(says),
+            "{err}"
+        );
+    }
     let p = write_config(
         dir.path(),
         &format!("{key}[blocklist]\ncontact = \"https://tools.example.org/contact\"\n"),

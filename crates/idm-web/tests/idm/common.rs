@@ -527,3 +527,31 @@ pub fn assert_text_and_html(mail: &forge_test_support::CapturedMail) {
         );
     }
 }
+
+/// A signup form for display name `username` and shell name `uid`, with a
+/// good password and `<uid>@example.org`.
+pub fn signup_form(username: &str, uid: &str) -> idm_web::services::signup::SignupForm {
+    idm_web::services::signup::SignupForm {
+        username: username.into(),
+        shellname: uid.into(),
+        email: format!("{uid}@example.org"),
+        password: GOOD_PASSWORD.into(),
+        password2: GOOD_PASSWORD.into(),
+        ..Default::default()
+    }
+}
+
+/// The error messages the signup gives for `field` (empty when that field
+/// passed); panics if the form was accepted.
+pub async fn signup_errors(
+    env: &Env,
+    f: &idm_web::services::signup::SignupForm,
+    field: &str,
+) -> Vec<String> {
+    match env.core.submit_signup(f).await.unwrap() {
+        idm_web::services::signup::SignupOutcome::Invalid(e) => {
+            e.get(field).cloned().unwrap_or_default()
+        }
+        other => panic!("{:?} / {:?} accepted: {other:?}", f.username, f.shellname),
+    }
+}

@@ -6,32 +6,18 @@
 
 use idm_web::services::signup::{SignupForm, SignupOutcome};
 
-use crate::common::{Env, EnvOptions, GOOD_PASSWORD, make_account};
+use crate::common::{
+    Env, EnvOptions, GOOD_PASSWORD, make_account, signup_errors, signup_form as form,
+};
 
 /// `Ｖictim` with a FULLWIDTH LATIN CAPITAL LETTER V.
 const FULLWIDTH_VICTIM: &str = "\u{ff36}ictim";
 
-fn form(username: &str, uid: &str) -> SignupForm {
-    SignupForm {
-        username: username.into(),
-        shellname: uid.into(),
-        email: format!("{uid}@example.org"),
-        password: GOOD_PASSWORD.into(),
-        password2: GOOD_PASSWORD.into(),
-        ..Default::default()
-    }
-}
-
 /// The errors of `field`; panics if the form was accepted.
 async fn refused(env: &Env, f: &SignupForm, field: &str) -> Vec<String> {
-    match env.core.submit_signup(f).await.unwrap() {
-        SignupOutcome::Invalid(e) => {
-            let v = e.get(field).cloned().unwrap_or_default();
-            assert!(!v.is_empty(), "{field} not refused: {e:?}");
-            v
-        }
-        other => panic!("{:?} / {:?} accepted: {other:?}", f.username, f.shellname),
-    }
+    let v = signup_errors(env, f, field).await;
+    assert!(!v.is_empty(), "{field} not refused for {:?}", f.username);
+    v
 }
 
 async fn env() -> Env {

@@ -1,27 +1,11 @@
 //! Every signup rule has a test that it rejects.
 
-use idm_web::services::signup::{SignupForm, SignupOutcome};
+use idm_web::services::signup::SignupOutcome;
 
-use crate::common::{Backend, Env, EnvOptions, GOOD_PASSWORD, web_signup};
-
-fn form(username: &str, uid: &str) -> SignupForm {
-    SignupForm {
-        username: username.into(),
-        shellname: uid.into(),
-        email: format!("{uid}@example.org"),
-        password: GOOD_PASSWORD.into(),
-        password2: GOOD_PASSWORD.into(),
-        ..Default::default()
-    }
-}
-
-/// The error messages of `field`, or panics if the form was accepted.
-async fn errors(env: &Env, f: &SignupForm, field: &str) -> Vec<String> {
-    match env.core.submit_signup(f).await.unwrap() {
-        SignupOutcome::Invalid(e) => e.get(field).cloned().unwrap_or_default(),
-        other => panic!("accepted: {other:?}"),
-    }
-}
+use crate::common::{
+    Backend, Env, EnvOptions, GOOD_PASSWORD, signup_errors as errors, signup_form as form,
+    web_signup,
+};
 
 async fn env() -> Env {
     Env::start_with(EnvOptions {
