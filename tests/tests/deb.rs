@@ -134,16 +134,19 @@ fn package_lists_installs_and_removes_cleanly() {
         assert!(text.contains("Usage"), "{b}.txt has no usage:\n{text}");
         // The man page is a real page of this binary, the completions name it.
         let man = help.join(format!("usr/share/man/man1/{b}.1.gz"));
-        let page = run_ok(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("gzip -dc '{}' | head -c 100000", man.display())),
-        );
+        let page = run_ok(Command::new("gzip").arg("-dc").arg(&man));
         let page = String::from_utf8_lossy(&page.stdout);
         assert!(
             page.contains(&format!(".TH {b} 1")),
             "{b}.1 is no man page:\n{page}"
         );
+        // Where a tool owner looks first: `man webservice` explains start/stop.
+        if *b == "webservice" {
+            assert!(
+                page.contains("start") && page.contains("service.manifest"),
+                "{page}"
+            );
+        }
         for (file, marker) in [
             (
                 format!("usr/share/bash-completion/completions/{b}"),
@@ -155,18 +158,6 @@ fn package_lists_installs_and_removes_cleanly() {
             assert!(text.contains(marker) && text.contains(b), "{file}:\n{text}");
         }
     }
-    // Where a tool owner looks first: `man webservice` explains start/stop.
-    let man = help.join("usr/share/man/man1/webservice.1.gz");
-    let page = run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("gzip -dc '{}'", man.display())),
-    );
-    let page = String::from_utf8_lossy(&page.stdout);
-    assert!(
-        page.contains("start") && page.contains("service.manifest"),
-        "{page}"
-    );
 
     // Install into a scratch root.
     let root = dir.path().join("root");
