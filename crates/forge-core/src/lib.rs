@@ -6,6 +6,9 @@
 //! * [`schema`] — the Redis keys and the validated values stored in them
 //!   (tool names, route patterns, backend URLs). The only module that knows
 //!   key spellings.
+//! * [`routes`] — every write and read of route keys (`prefix:`,
+//!   `redirect:`): register, compare-and-delete, delete, `WAIT` for
+//!   replicas, listing and key parsing. The only module that writes them.
 //! * [`config`] — TOML file + environment + flags → a typed configuration with
 //!   file:line errors and a *config generation* hash.
 //! * [`reload`] — live values swapped on `SIGHUP` or file change.
@@ -33,6 +36,7 @@ pub mod live;
 pub mod redact;
 pub mod redis;
 pub mod reload;
+pub mod routes;
 pub mod schema;
 pub mod telemetry;
 
