@@ -29,7 +29,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use forge_core::schema::{FRONTEND_KEY_PREFIX, PREFIX_KEY_PREFIX};
+use forge_core::routes::{self, RouteKey};
 use forge_core::{CheckState, Shutdown, StatusBoard};
 use fred::prelude::*;
 use fred::types::Value;
@@ -247,8 +247,16 @@ impl RouteSync {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.reset();
         let patterns = vec![
-            format!("__keyspace@{}__:{PREFIX_KEY_PREFIX}*", self.database),
-            format!("__keyspace@{}__:{FRONTEND_KEY_PREFIX}*", self.database),
+            format!(
+                "__keyspace@{}__:{}",
+                self.database,
+                routes::tool_routes_pattern()
+            ),
+            format!(
+                "__keyspace@{}__:{}",
+                self.database,
+                routes::frontends_pattern()
+            ),
         ];
         let mut need_subscribe = true;
         let mut need_full = true;
@@ -444,26 +452,40 @@ impl RouteSync {
     /// Reads every route key.
     async fn full_load(&self) -> Result<RouteTable, SyncError> {
         let mut raw = RawRoutes::default();
-        let prefix_keys = self.scan(&format!("{PREFIX_KEY_PREFIX}*")).await?;
-        for chunk in prefix_keys.chunks(PIPELINE_BATCH) {
-            for (key, v) in chunk.iter().zip(self.read_hashes(chunk).await?) {
-                if let (Some(tool), Some(h)) = (key.strip_prefix(PREFIX_KEY_PREFIX), v) {
-                    raw.prefix.insert(tool.to_owned(), h);
+        let mut ignored = 0;
+        let mut tools = Vec::new();
+        for key in self.scan(&routes::tool_routes_pattern()).await? {
+            match routes::parse_route_key(&key) {
+                Ok(RouteKey::Tool(tool)) => tools.push((key, tool)),
+                _ => ignored += ignore_key(&key),
+            }
+        }
+        for chunk in tools.chunks(PIPELINE_BATCH) {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            for ((_, tool), h) in chunk.iter().zip(self.read_hashes(&keys).await?) {
+                if let Some(h) = h {
+                    raw.prefix.insert(tool.to_string(), h);
                 }
             }
         }
-        let frontend_keys = self.scan(&format!("{FRONTEND_KEY_PREFIX}*")).await?;
-        for chunk in frontend_keys.chunks(PIPELINE_BATCH) {
-            for (key, v) in chunk.iter().zip(self.read_sets(chunk).await?) {
-                if let (Some(fqdn), Some(m)) = (key.strip_prefix(FRONTEND_KEY_PREFIX), v) {
-                    raw.frontend.insert(fqdn.to_owned(), m);
+        let mut frontends = Vec::new();
+        for key in self.scan(&routes::frontends_pattern()).await? {
+            match routes::parse_route_key(&key) {
+                Ok(RouteKey::Frontend(fqdn)) => frontends.push((key, fqdn)),
+                _ => ignored += ignore_key(&key),
+            }
+        }
+        for chunk in frontends.chunks(PIPELINE_BATCH) {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            for ((_, fqdn), m) in chunk.iter().zip(self.read_sets(&keys).await?) {
+                if let Some(m) = m {
+                    raw.frontend.insert(fqdn.clone(), m);
                 }
             }
         }
-        Ok(RouteTable::from_raw_reusing(
-            &raw,
-            Some(&self.routes.load()),
-        ))
+        let mut table = RouteTable::from_raw_reusing(&raw, Some(&self.routes.load()));
+        table.set_ignored_keys(ignored);
+        Ok(table)
     }
 
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, SyncError> {
@@ -497,11 +519,11 @@ impl RouteSync {
     /// of another type.
     async fn read_hashes(
         &self,
-        keys: &[String],
+        keys: &[&str],
     ) -> Result<Vec<Option<BTreeMap<String, String>>>, SyncError> {
         let pipe = self.client.pipeline();
         for k in keys {
-            let _: () = pipe.hgetall(k.as_str()).await?;
+            let _: () = pipe.hgetall(*k).await?;
         }
         let replies = pipe.try_all::<Value>().await;
         let mut out = Vec::with_capacity(keys.len());
@@ -526,10 +548,10 @@ impl RouteSync {
     }
 
     /// SMEMBERS of each key in one pipeline.
-    async fn read_sets(&self, keys: &[String]) -> Result<Vec<Option<Vec<String>>>, SyncError> {
+    async fn read_sets(&self, keys: &[&str]) -> Result<Vec<Option<Vec<String>>>, SyncError> {
         let pipe = self.client.pipeline();
         for k in keys {
-            let _: () = pipe.smembers(k.as_str()).await?;
+            let _: () = pipe.smembers(*k).await?;
         }
         let replies = pipe.try_all::<Value>().await;
         let mut out = Vec::with_capacity(keys.len());
@@ -555,36 +577,36 @@ impl RouteSync {
 
     /// Re-reads the named keys and publishes a patched table.
     async fn patch(&self, keys: &[String]) -> Result<(), SyncError> {
-        let prefix: Vec<String> = keys
-            .iter()
-            .filter(|k| k.starts_with(PREFIX_KEY_PREFIX))
-            .cloned()
-            .collect();
-        let frontend: Vec<String> = keys
-            .iter()
-            .filter(|k| k.starts_with(FRONTEND_KEY_PREFIX))
-            .cloned()
-            .collect();
-        let hashes = if prefix.is_empty() {
-            Vec::new()
-        } else {
-            self.read_hashes(&prefix).await?
-        };
-        let sets = if frontend.is_empty() {
-            Vec::new()
-        } else {
-            self.read_sets(&frontend).await?
-        };
-        let mut table = RouteTable::clone(&self.routes.load());
-        for (k, h) in prefix.iter().zip(&hashes) {
-            if let Some(tool) = k.strip_prefix(PREFIX_KEY_PREFIX) {
-                table.set_tool(tool, h.as_ref());
+        let mut tools = Vec::new();
+        let mut frontends = Vec::new();
+        for key in keys {
+            match routes::parse_route_key(key) {
+                Ok(RouteKey::Tool(tool)) => tools.push((key.as_str(), tool)),
+                Ok(RouteKey::Frontend(fqdn)) => frontends.push((key.as_str(), fqdn)),
+                // Counted by the next full load, which reads every key.
+                _ => {
+                    ignore_key(key);
+                }
             }
         }
-        for (k, m) in frontend.iter().zip(&sets) {
-            if let Some(fqdn) = k.strip_prefix(FRONTEND_KEY_PREFIX) {
-                table.set_frontend(fqdn, m.as_ref());
-            }
+        let hashes = if tools.is_empty() {
+            Vec::new()
+        } else {
+            let keys: Vec<&str> = tools.iter().map(|(k, _)| *k).collect();
+            self.read_hashes(&keys).await?
+        };
+        let sets = if frontends.is_empty() {
+            Vec::new()
+        } else {
+            let keys: Vec<&str> = frontends.iter().map(|(k, _)| *k).collect();
+            self.read_sets(&keys).await?
+        };
+        let mut table = RouteTable::clone(&self.routes.load());
+        for ((_, tool), h) in tools.iter().zip(&hashes) {
+            table.set_tool(tool.as_str(), h.as_ref());
+        }
+        for ((_, fqdn), m) in frontends.iter().zip(&sets) {
+            table.set_frontend(fqdn, m.as_ref());
         }
         tracing::debug!(keys = keys.len(), "route table patched");
         self.metrics.patches.increment(1);
@@ -678,6 +700,18 @@ pub fn report(status: &SyncStatus, board: &StatusBoard, metrics: &Metrics, route
         age.map(|a| a.as_secs()).unwrap_or(0),
     );
     board.set_field("route_table_tools", tools);
+}
+
+/// A key found under a route family's pattern whose name is not usable
+/// (`prefix:Upper`, `frontend:bad host`): not read, logged; returns 1 for
+/// the count of ignored keys.
+fn ignore_key(key: &str) -> usize {
+    let reason = routes::parse_route_key(key)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    tracing::debug!(key = %forge_core::escape_controls(key), %reason, "route key ignored");
+    1
 }
 
 fn is_connection_error(e: &fred::error::Error) -> bool {

@@ -370,6 +370,12 @@ impl RouteTable {
         }
     }
 
+    /// Sets how many keys under the route families were ignored for their
+    /// name (the sync counts them while listing keys).
+    pub fn set_ignored_keys(&mut self, ignored: usize) {
+        self.ignored_keys = ignored;
+    }
+
     /// Replaces (or with `None` / an empty hash, removes) a tool's routes.
     /// `tool` is the key suffix as stored; names that aren't valid,
     /// lower-case tool names are ignored and counted.

@@ -586,9 +586,6 @@ pub enum RedisKey {
     /// `forge:lease:<name>` — STRING holder id with a TTL: which instance of a
     /// singleton (monitor, idm timers) is active.
     Lease(String),
-    /// `forge:routes:changed` — pub/sub channel / counter bumped on each
-    /// registration change (a hint for route caches).
-    RoutesChanged,
 }
 
 impl RedisKey {
@@ -619,9 +616,6 @@ impl RedisKey {
                 && !n.is_empty()
             {
                 return Ok(RedisKey::Lease(n.to_owned()));
-            }
-            if rest == "routes:changed" {
-                return Ok(RedisKey::RoutesChanged);
             }
         }
         Err(SchemaError::UnknownKey(key.chars().take(80).collect()))
@@ -669,7 +663,6 @@ impl fmt::Display for RedisKey {
             RedisKey::MonitorRestarts(t) => write!(f, "{FORGE_KEY_PREFIX}monitor:restarts:{t}"),
             RedisKey::MonitorUnhealthy(t) => write!(f, "{FORGE_KEY_PREFIX}monitor:unhealthy:{t}"),
             RedisKey::Lease(n) => write!(f, "{FORGE_KEY_PREFIX}lease:{n}"),
-            RedisKey::RoutesChanged => write!(f, "{FORGE_KEY_PREFIX}routes:changed"),
         }
     }
 }
@@ -890,7 +883,6 @@ mod tests {
             RedisKey::MonitorRestarts(tool.clone()),
             RedisKey::MonitorUnhealthy(tool.clone()),
             RedisKey::Lease("webservicemonitor".into()),
-            RedisKey::RoutesChanged,
         ];
         for k in keys {
             let s = k.to_key();

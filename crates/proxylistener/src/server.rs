@@ -285,20 +285,17 @@ async fn carry_out(
             )
             .await
             .map(|()| "ok"),
-        (Command::RegisterCanonical, Some(url)) => {
-            let canonical = format!("{tool}.{}", config.canonical_domain);
-            store
-                .register(
-                    &tool,
-                    route.as_str(),
-                    url.as_str(),
-                    Some(&canonical),
-                    &config.route_budget,
-                    &config.durability,
-                )
-                .await
-                .map(|()| "ok")
-        }
+        (Command::RegisterCanonical, Some(url)) => store
+            .register(
+                &tool,
+                route.as_str(),
+                url.as_str(),
+                Some(&config.canonical_domain),
+                &config.route_budget,
+                &config.durability,
+            )
+            .await
+            .map(|()| "ok"),
         (Command::Unregister, _) => unregister(&tool, &route, peer, config, store).await,
         (_, None) => Err(StoreError::Other(
             "registration without a backend URL".into(),

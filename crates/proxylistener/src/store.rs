@@ -1,19 +1,18 @@
 //! [`RouteStore`]: the registrations in Redis, written atomically.
 //!
-//! Every write is one Lua script (one atomic step in Redis), sent through one
-//! pooled fred client to the current master (a URL or Sentinel, see
-//! [`forge_core::redis::RedisSettings`]); a request's reply is `ok` only after
-//! Redis confirmed the script (and, with `[durability] min_replicas > 0`,
-//! after `WAIT` saw enough replicas).
+//! Every write is one of `forge_core::routes`'s Lua scripts (one atomic step
+//! in Redis), sent through one pooled fred client to the current master (a
+//! URL or Sentinel, see [`forge_core::redis::RedisSettings`]); a request's
+//! reply is `ok` only after Redis confirmed the script (and, with
+//! `[durability] min_replicas > 0`, after `WAIT` saw enough replicas).
 //!
-//! * [`REGISTER_LUA`] — `HSET prefix:<tool> <route> <url>` (plus
-//!   `HSET redirect:<tool> <route> <tool>.<domain>` for canonical ones).
-//! * [`UNREGISTER_LUA`] — compare-and-delete: removes the route from both
-//!   hashes only if `prefix:<tool>` still holds the backend the caller saw, so
-//!   a release racing a new registration can never delete the new one.
-//!
-//! Both publish the tool's name on `forge:routes:changed` (a hint for route
-//! caches; no key is written).
+//! * register — [`routes::register`]: `HSET prefix:<tool> <route> <url>`
+//!   (plus `HSET redirect:<tool> <route> <tool>.<domain>` for canonical
+//!   ones), refused over the tool's patterns-per-tool budget;
+//! * unregister — [`routes::delete_if`], compare-and-delete: removes the
+//!   route from both hashes only if `prefix:<tool>` still holds the backend
+//!   the caller saw, so a release racing a new registration can never delete
+//!   the new one.
 //!
 //! With Sentinels, the store follows their `+switch-master` announcements
 //! ([`forge_core::redis::MasterWatch`]) and acknowledges a write only when the
@@ -26,47 +25,11 @@
 use std::time::Duration;
 
 use forge_core::redis::{MasterWatch, MinReplicas, OnMasterError, RedisSettings};
-use forge_core::{PatternBudget, RedisKey, ToolName};
+use forge_core::routes::{self, Deletion, NewRoute, RouteError};
+use forge_core::{PatternBudget, ToolName};
 use fred::prelude::*;
 
 use crate::config::Durability;
-
-/// Registers a route. KEYS: `prefix:<tool>`, `redirect:<tool>`. ARGV: route,
-/// backend URL, canonical name (`''` = not canonical), change channel, tool,
-/// patterns-per-tool budget. Returns 1, or `-<patterns the tool has>` when a
-/// new route would exceed the budget (nothing written).
-pub const REGISTER_LUA: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  local have = redis.call('HLEN', KEYS[1])
-  if have >= tonumber(ARGV[6]) then
-    return -have
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-end
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-"#;
-
-/// Compare-and-delete of a route. KEYS: `prefix:<tool>`, `redirect:<tool>`.
-/// ARGV: route, the backend URL the caller saw (`''` = none), change channel,
-/// tool. Returns 1 when deleted (or nothing was there), 0 when the route
-/// changed since the caller looked (nothing deleted).
-pub const UNREGISTER_LUA: &str = r#"
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current == false then current = '' end
-if current ~= ARGV[2] then
-  return 0
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-if current ~= '' then
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-end
-return 1
-"#;
 
 /// Why a Redis operation failed; the text is the client's `fail:` reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +97,28 @@ impl StoreError {
             ErrorKind::Timeout => StoreError::Timeout(timeout),
             ErrorKind::IO | ErrorKind::Canceled => StoreError::Unavailable(details.to_owned()),
             _ => StoreError::Other(details.chars().take(200).collect()),
+        }
+    }
+}
+
+impl StoreError {
+    /// A route operation's error, worded for the client.
+    fn from_route(e: RouteError, timeout: Duration) -> Self {
+        match e {
+            RouteError::Redis(e) => StoreError::from_fred(&e, timeout),
+            RouteError::OverBudget(e) => StoreError::OverBudget(e),
+            RouteError::NotReplicated {
+                acked,
+                wanted,
+                timeout_ms,
+            } => StoreError::NotReplicated {
+                acked,
+                wanted,
+                timeout_ms,
+            },
+            e @ (RouteError::WrongType { .. } | RouteError::Reply(_)) => {
+                StoreError::Other(e.to_string().chars().take(200).collect())
+            }
         }
     }
 }
@@ -264,51 +249,31 @@ impl RouteStore {
             .map_err(|e| StoreError::from_fred(&e, self.timeout))
     }
 
-    /// Registers `route` → `url` for `tool`; with `canonical`, also the
-    /// `redirect:` entry naming it. A new route is refused when the tool
-    /// already has `budget`'s patterns-per-tool.
+    /// Registers `route` → `url` for `tool`; with `canonical_domain`, also
+    /// the `redirect:` entry naming `<tool>.<canonical_domain>`. A new route
+    /// is refused when the tool already has `budget`'s patterns-per-tool.
     pub async fn register(
         &self,
         tool: &ToolName,
         route: &str,
         url: &str,
-        canonical: Option<&str>,
+        canonical_domain: Option<&str>,
         budget: &PatternBudget,
         durability: &Durability,
     ) -> Result<(), StoreError> {
         let wanted = self.min_replicas(durability).await;
-        let keys = vec![
-            RedisKey::Prefix(tool.clone()).to_key(),
-            RedisKey::Redirect(tool.clone()).to_key(),
-        ];
-        let args = vec![
-            route.to_owned(),
-            url.to_owned(),
-            canonical.unwrap_or("").to_owned(),
-            RedisKey::RoutesChanged.to_key(),
-            tool.to_string(),
-            budget.max_patterns_per_tool().to_string(),
-        ];
-        self.on_master(durability, |client| {
-            let (keys, args) = (keys.clone(), args.clone());
-            async move {
-                let written: i64 = client
-                    .eval(REGISTER_LUA, keys, args)
-                    .await
-                    .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
-                if written <= 0 {
-                    let have = usize::try_from(-written).unwrap_or(usize::MAX);
-                    return Err(StoreError::OverBudget(
-                        budget.check_count(have.saturating_add(1)).err().unwrap_or(
-                            forge_core::SchemaError::TooManyPatterns {
-                                have,
-                                max: budget.max_patterns_per_tool(),
-                            },
-                        ),
-                    ));
-                }
-                self.wait_replicas(&client, wanted, durability).await
-            }
+        let new = NewRoute {
+            tool,
+            pattern: route,
+            backend: url,
+            canonical_domain,
+            budget: Some(budget),
+        };
+        self.on_master(durability, |client| async move {
+            routes::register(&client, &new)
+                .await
+                .map_err(|e| StoreError::from_route(e, self.timeout))?;
+            self.wait_replicas(&client, wanted, durability).await
         })
         .await
     }
@@ -319,9 +284,7 @@ impl RouteStore {
         tool: &ToolName,
         route: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.pool
-            .next()
-            .hget::<Option<String>, _, _>(RedisKey::Prefix(tool.clone()).to_key(), route)
+        routes::backend_of(self.pool.next(), tool, route)
             .await
             .map_err(|e| StoreError::from_fred(&e, self.timeout))
     }
@@ -337,27 +300,16 @@ impl RouteStore {
         durability: &Durability,
     ) -> Result<bool, StoreError> {
         let wanted = self.min_replicas(durability).await;
-        let keys = vec![
-            RedisKey::Prefix(tool.clone()).to_key(),
-            RedisKey::Redirect(tool.clone()).to_key(),
-        ];
-        let args = vec![
-            route.to_owned(),
-            expected.unwrap_or("").to_owned(),
-            RedisKey::RoutesChanged.to_key(),
-            tool.to_string(),
-        ];
-        self.on_master(durability, |client| {
-            let (keys, args) = (keys.clone(), args.clone());
-            async move {
-                let deleted: i64 = client
-                    .eval(UNREGISTER_LUA, keys, args)
-                    .await
-                    .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
-                if deleted == 1 {
+        self.on_master(durability, |client| async move {
+            match routes::delete_if(&client, tool, route, expected)
+                .await
+                .map_err(|e| StoreError::from_route(e, self.timeout))?
+            {
+                Deletion::Deleted { .. } => {
                     self.wait_replicas(&client, wanted, durability).await?;
+                    Ok(true)
                 }
-                Ok(deleted == 1)
+                Deletion::Changed { .. } => Ok(false),
             }
         })
         .await
@@ -370,27 +322,14 @@ impl RouteStore {
         wanted: u32,
         d: &Durability,
     ) -> Result<(), StoreError> {
-        if wanted == 0 {
-            return Ok(());
-        }
-        // WAIT blocks server-side for up to timeout_ms: give the command that
-        // long plus the usual command timeout.
-        let acked: i64 = client
-            .with_options(&fred::types::config::Options {
-                timeout: Some(Duration::from_millis(d.timeout_ms) + self.timeout),
-                ..Default::default()
-            })
-            .wait(i64::from(wanted), d.timeout_ms as i64)
-            .await
-            .map_err(|e| StoreError::from_fred(&e, self.timeout))?;
-        if acked < i64::from(wanted) {
-            return Err(StoreError::NotReplicated {
-                acked,
-                wanted,
-                timeout_ms: d.timeout_ms,
-            });
-        }
-        Ok(())
+        routes::wait_for_replicas(
+            client,
+            wanted,
+            Duration::from_millis(d.timeout_ms),
+            self.timeout,
+        )
+        .await
+        .map_err(|e| StoreError::from_route(e, self.timeout))
     }
 
     /// Closes the connections.

@@ -10,15 +10,17 @@
 //!   persistent throttle ([`Store::throttle`]);
 //! * `forge:monitor:unhealthy:<tool>` — consecutive failed health probes;
 //! * `prefix:<tool>` — read for the backends to probe; a stale route is
-//!   removed compare-and-delete ([`Store::remove_route_if`]) so a registration
-//!   made meanwhile by a fresh job survives.
+//!   removed compare-and-delete ([`Store::remove_route_if`], through
+//!   `forge_core::routes` like every route write) so a registration made
+//!   meanwhile by a fresh job survives; its `redirect:` entry goes with it.
 //!
 //! Every multi-step change is one Lua script, so it is atomic.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use forge_core::lease::Lease;
+use forge_core::routes::{self, Deletion, RouteError};
 use forge_core::{RedisKey, ToolName};
 use fred::prelude::*;
 
@@ -51,16 +53,6 @@ const UNHEALTHY_SCRIPT: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n
-"#;
-
-/// Compare-and-delete a route: ARGV = pattern, backend, channel, tool.
-const REMOVE_ROUTE_SCRIPT: &str = r#"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 1
-end
-return 0
 "#;
 
 /// What the throttle said.
@@ -183,33 +175,21 @@ impl Store {
     }
 
     /// The tool's registered routes: pattern → backend URL.
-    pub async fn routes(&self, tool: &ToolName) -> Result<HashMap<String, String>, Error> {
-        self.redis
-            .hgetall(RedisKey::Prefix(tool.clone()).to_key())
-            .await
+    pub async fn routes(&self, tool: &ToolName) -> Result<BTreeMap<String, String>, Error> {
+        routes::routes_of(&self.redis, tool).await
     }
 
-    /// Removes route `pattern` of `tool` only if it still points at `backend`.
+    /// Removes route `pattern` of `tool` (and its `redirect:` entry) only if
+    /// it still points at `backend`.
     pub async fn remove_route_if(
         &self,
         tool: &ToolName,
         pattern: &str,
         backend: &str,
-    ) -> Result<bool, Error> {
-        let key = RedisKey::Prefix(tool.clone()).to_key();
-        let removed: i64 = self
-            .redis
-            .eval(
-                REMOVE_ROUTE_SCRIPT,
-                vec![key],
-                vec![
-                    pattern.to_owned(),
-                    backend.to_owned(),
-                    RedisKey::RoutesChanged.to_key(),
-                    tool.to_string(),
-                ],
-            )
-            .await?;
-        Ok(removed == 1)
+    ) -> Result<bool, RouteError> {
+        Ok(matches!(
+            routes::delete_if(&self.redis, tool, pattern, Some(backend)).await?,
+            Deletion::Deleted { .. }
+        ))
     }
 }

@@ -400,6 +400,30 @@ async fn stale_route_removal_spares_a_fresh_registration() {
     assert!(site.routes("tool").await.is_empty());
 }
 
+/// A canonical registration has a `redirect:` entry beside its route;
+/// removing the stale route removes both, or `forgectl routes get` would
+/// report the entry left behind as a stray redirect.
+#[tokio::test]
+async fn a_stale_canonical_route_leaves_no_redirect_entry() {
+    let mut site = Site::new().await;
+    let alive = live_backend().await;
+    site.add_tool("eqw", 50003, Some(GRID_MANIFEST));
+    site.add_job(3, "lighttpd-eqw", "tools.eqw", "Eqw");
+    site.list("eqw");
+    site.register_canonical("eqw", &alive).await;
+    assert_eq!(site.redirects("eqw").await.len(), 1);
+
+    let report = monitor(&site, site.monitor_config(), "a").pass(false).await;
+    assert_eq!(action_of(&report, "eqw"), Action::Restarted, "{report:#?}");
+    assert_eq!(report.stale_routes_removed, 1);
+    assert!(site.routes("eqw").await.is_empty());
+    assert!(
+        site.redirects("eqw").await.is_empty(),
+        "the stale route's redirect: entry was left behind: {:?}",
+        site.redirects("eqw").await
+    );
+}
+
 #[tokio::test]
 async fn two_monitors_against_one_redis_only_one_acts() {
     let mut site = Site::new().await;

@@ -296,6 +296,24 @@ impl Site {
         let _: i64 = self.client.hset(key, (".*", backend)).await.unwrap();
     }
 
+    /// A canonical registration, as proxylistener's `registerCanonical`
+    /// writes it: the route in `prefix:<tool>` and its `redirect:<tool>`
+    /// entry naming `<tool>.toolforge.org`.
+    pub async fn register_canonical(&self, tool: &str, backend: &str) {
+        self.register(tool, backend).await;
+        let name = forge_core::ToolName::parse(tool).unwrap();
+        let key = forge_core::RedisKey::Redirect(name).to_key();
+        let canonical = format!("{tool}.toolforge.org");
+        let _: i64 = self.client.hset(key, (".*", canonical)).await.unwrap();
+    }
+
+    /// The tool's `redirect:` entries.
+    pub async fn redirects(&self, tool: &str) -> std::collections::HashMap<String, String> {
+        let key =
+            forge_core::RedisKey::Redirect(forge_core::ToolName::parse(tool).unwrap()).to_key();
+        self.client.hgetall(key).await.unwrap()
+    }
+
     pub async fn routes(&self, tool: &str) -> std::collections::HashMap<String, String> {
         let key = forge_core::RedisKey::Prefix(forge_core::ToolName::parse(tool).unwrap()).to_key();
         self.client.hgetall(key).await.unwrap()
