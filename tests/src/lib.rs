@@ -129,9 +129,12 @@ pub fn files_with_suffix(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
     out
 }
 
-/// Every unit file (`.service`, `.timer`) in `systemd/`.
+/// Every unit file (`.service`, `.timer`, `.socket`) in `systemd/`.
 pub fn unit_files() -> Vec<PathBuf> {
-    files_with_suffix(&repo_root().join("systemd"), &[".service", ".timer"])
+    files_with_suffix(
+        &repo_root().join("systemd"),
+        &[".service", ".timer", ".socket"],
+    )
 }
 
 /// The values of `key=` lines in a unit's text (all sections), in order.

@@ -268,3 +268,65 @@ fn job_status_script_exports_success_and_failure_times() {
     let bad = forge_deploy_tests::run(Command::new(&script).args(["success", "../etc"]));
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// The socket units (restarts that refuse no one, docs/deployment.md): each
+/// names a daemon unit that exists, a listener name that daemon takes, and
+/// the address its shipped configuration listens on.
+#[test]
+fn socket_units_match_their_daemon_and_its_default_address() {
+    // (socket unit, service, FileDescriptorName, config file, key path)
+    let expected = [
+        (
+            "dynamicproxy-http.socket",
+            "dynamicproxy.service",
+            "http",
+            "dynamicproxy",
+            "listen_http",
+        ),
+        (
+            "dynamicproxy-https.socket",
+            "dynamicproxy.service",
+            "https",
+            "dynamicproxy",
+            "",
+        ),
+    ];
+    let sockets: Vec<String> = unit_files()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".socket"))
+        .collect();
+    assert_eq!(sockets.len(), expected.len(), "socket units: {sockets:?}");
+    for (socket, service, name, daemon, key) in expected {
+        let t = unit_text(socket);
+        assert_eq!(unit_values(&t, "Service"), [service], "{socket}");
+        assert!(!unit_text(service).is_empty(), "{socket}: {service}");
+        assert_eq!(unit_values(&t, "FileDescriptorName"), [name], "{socket}");
+        assert_eq!(unit_values(&t, "WantedBy"), ["sockets.target"], "{socket}");
+        let listen = unit_values(&t, "ListenStream");
+        assert_eq!(listen.len(), 1, "{socket}: one address");
+        if key.is_empty() {
+            continue; // listen_https is unset by default
+        }
+        let config = std::fs::read_to_string(
+            forge_deploy_tests::repo_root().join(format!("packaging/etc/{daemon}.toml")),
+        )
+        .unwrap();
+        let (section, field) = key.rsplit_once('.').unwrap_or(("", key));
+        let mut current = String::new();
+        let configured = config.lines().find_map(|l| {
+            let l = l.trim();
+            if let Some(s) = l.strip_prefix('[') {
+                current = s.trim_end_matches(']').to_owned();
+                return None;
+            }
+            let (k, v) = l.split_once('=')?;
+            (current == section && k.trim() == field).then(|| v.trim().trim_matches('"').to_owned())
+        });
+        assert_eq!(
+            configured.as_deref(),
+            Some(listen[0]),
+            "{socket}: ListenStream= must be {daemon}.toml's {key}"
+        );
+    }
+}

@@ -438,6 +438,18 @@ pub struct Settings {
 }
 
 impl Config {
+    /// Whether `new` changes settings that take effect only at a restart
+    /// (listeners, admin token, workers, Redis, route sync).
+    pub fn changes_at_restart(&self, new: &Config) -> bool {
+        new.redis != self.redis
+            || new.routes != self.routes
+            || new.listen_http != self.listen_http
+            || new.listen_https != self.listen_https
+            || new.listen_admin != self.listen_admin
+            || new.admin_token_file != self.admin_token_file
+            || new.server.workers != self.server.workers
+    }
+
     /// Checks what serde can't and returns the request-handling settings.
     pub fn settings(&self) -> Result<Settings, String> {
         let default_upstream = self.default_upstream.clone().ok_or_else(|| {

@@ -32,8 +32,10 @@
 //! * [`metrics`] — the Prometheus metrics, resolved once.
 //! * [`config`] — the configuration, documented in `docs/dynamicproxy.md`.
 //!
-//! [`run`] is the entry point: it takes bound listeners, the configuration
-//! and a [`Shutdown`], so tests run the proxy in-process on port 0.
+//! [`run`] is the entry point: it takes bound listeners ([`Listeners::take`]
+//! binds them, or takes the sockets systemd passed), the configuration and a
+//! [`Shutdown`], so tests run the proxy in-process on port 0; [`run_with`]
+//! takes reloadable settings and the whole [`Daemon`] bootstrap.
 
 pub mod activity;
 pub mod admin;
@@ -51,8 +53,8 @@ pub mod workers;
 
 use std::sync::Arc;
 
-use forge_core::lifecycle::systemd;
-use forge_core::{Reloadable, Shutdown, StatusBoard};
+use forge_core::daemon::{ListenError, Sockets};
+use forge_core::{Daemon, Reloadable, Shutdown};
 use tokio::net::TcpListener;
 
 pub use config::{Config, Settings};
@@ -66,6 +68,20 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// TLS (HTTP/2 and HTTP/1.1 by ALPN); needs `tls.dir`.
     pub https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The listeners `config` names, each the socket systemd passed under
+    /// its name (`http`, `https`, `admin`) or else bound to its address.
+    pub async fn take(sockets: &mut Sockets, config: &Config) -> Result<Self, ListenError> {
+        let http = sockets.listener("http", &config.listen_http).await?;
+        let admin = sockets.listener("admin", &config.listen_admin).await?;
+        let https = match &config.listen_https {
+            Some(addr) => Some(sockets.listener("https", addr).await?),
+            None => None,
+        };
+        Ok(Listeners { http, admin, https })
+    }
 }
 
 /// Why the proxy could not run.
@@ -89,29 +105,27 @@ pub enum Error {
 pub async fn run(listeners: Listeners, config: Config, shutdown: Shutdown) -> Result<(), Error> {
     let settings = config.settings().map_err(Error::Config)?;
     let generation = forge_core::config::generation_of(&config);
-    let board = StatusBoard::new("dynamicproxy", forge_core::VERSION, &generation);
-    run_with(
-        listeners,
-        config,
-        Reloadable::new(settings),
-        board,
-        forge_core::ReloadSignal::new(),
+    let daemon = Daemon {
         shutdown,
-    )
-    .await
+        ..Daemon::new("dynamicproxy", &generation)
+    };
+    run_with(listeners, config, Reloadable::new(settings), daemon).await
 }
 
-/// Runs the proxy until `shutdown`; request-handling `settings` may be
-/// replaced while it runs, `board` carries its health, and each `reload`
-/// request re-reads the TLS certificates.
+/// Runs the proxy until `daemon.shutdown`; request-handling `settings` may
+/// be replaced while it runs, `daemon.board` carries its health, and each
+/// `daemon.reload` request re-reads the TLS certificates.
 pub async fn run_with(
     listeners: Listeners,
     config: Config,
     settings: Arc<Reloadable<Settings>>,
-    board: Arc<StatusBoard>,
-    reload: forge_core::ReloadSignal,
-    shutdown: Shutdown,
+    daemon: Daemon,
 ) -> Result<(), Error> {
+    let Daemon {
+        board,
+        shutdown,
+        reload,
+    } = daemon.clone();
     forge_core::cli::install_crypto_provider();
     let tls = match (&listeners.https, &config.tls.dir) {
         (Some(_), Some(dir)) => Some(tls::CertResolver::new(dir)?),
@@ -154,14 +168,7 @@ pub async fn run_with(
         },
         None => config.redis.clone(),
     };
-    let master_probe = read_redis.client()?;
-    drop(fred::prelude::ClientLike::connect(&master_probe));
-    forge_core::redis::report_master(
-        master_probe,
-        board.clone(),
-        config.routes.health_interval(),
-        shutdown.clone(),
-    );
+    daemon.report_master(&read_redis, config.routes.health_interval())?;
     let route_sync = sync::RouteSync::new(
         config.routes.clone(),
         &read_redis,
@@ -171,19 +178,19 @@ pub async fn run_with(
         metrics.clone(),
     )?;
     board.set_field("redis", read_redis.describe());
-    forge_core::admin::install_admin_token(&board, config.admin_token_file.as_deref())
-        .map_err(|e| Error::Config(e.to_string()))?;
     if config.routes.startup == config::Startup::Snapshot {
         route_sync.load_snapshot();
     }
     route_sync.report();
     let sync_task = tokio::spawn(route_sync.run(shutdown.clone()));
     let admin_router = admin::router(board, routes.clone(), status.clone(), metrics.clone());
-    let admin_task = tokio::spawn(forge_core::admin::serve(
-        listeners.admin,
-        admin_router,
-        shutdown.clone(),
-    ));
+    let admin_task = daemon
+        .serve_admin(
+            listeners.admin,
+            admin_router,
+            config.admin_token_file.as_deref(),
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
 
     if !status.is_ready() {
         tracing::info!("waiting for the first route table from Redis before serving");
@@ -193,7 +200,7 @@ pub async fn run_with(
         _ = shutdown.triggered() => {}
     }
     if !shutdown.is_triggered() {
-        systemd::ready();
+        daemon.ready(|| true);
         tracing::info!(
             addr = ?listeners.http.local_addr().ok(),
             "serving"

@@ -1,5 +1,5 @@
-//! `dynamicproxy`: wiring only — flags, configuration, logging, listeners,
-//! signals — then [`dynamicproxy::run_with`].
+//! `dynamicproxy`: wiring only — flags and configuration, then
+//! [`dynamicproxy::run_with`] on listeners taken through the bootstrap.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use clap::Parser;
 use dynamicproxy::config::{Config, ENV_PREFIX};
 use dynamicproxy::{Listeners, Settings};
 use forge_core::cli::CommonArgs;
-use forge_core::{ConfigSource, Loaded, ReloadSignal, Reloadable, Shutdown, StatusBoard};
+use forge_core::{ConfigSource, Daemon, Loaded, Reloadable, Sockets};
 
 /// The Redis-routed front proxy.
 ///
@@ -24,7 +24,8 @@ use forge_core::{ConfigSource, Loaded, ReloadSignal, Reloadable, Shutdown, Statu
 /// without dropping requests: domains, default upstream, outside_domain,
 /// forwarded_for, maintenance, limits.* (rate limit, User-Agent / Referer /
 /// IP blocks), pages.dir, response_headers, access_log.*, and the TLS
-/// certificates. See docs/dynamicproxy.md.
+/// certificates. Sockets passed by systemd (named http, https, admin) are
+/// used instead of binding. See docs/dynamicproxy.md.
 #[derive(Debug, Parser)]
 #[command(name = "dynamicproxy", version = forge_core::VERSION)]
 struct Args {
@@ -55,29 +56,14 @@ struct Args {
     tls_dir: Option<String>,
 }
 
-fn load(
-    args: &Args,
-    path: Option<PathBuf>,
-) -> Result<(Loaded<Config>, Settings), forge_core::ConfigError> {
-    let domains = if args.domains.is_empty() {
-        None
-    } else {
-        Some(toml::Value::Array(
-            args.domains
-                .iter()
-                .map(|d| toml::Value::String(d.clone()))
-                .collect(),
-        ))
-    };
-    let loaded = ConfigSource::new(path, ENV_PREFIX)
+fn load(args: &Args) -> Result<(Loaded<Config>, Settings), forge_core::ConfigError> {
+    let domains = (!args.domains.is_empty()).then(|| args.domains.clone());
+    let upstream = args.default_upstream.clone();
+    let loaded = ConfigSource::new(args.common.config.clone(), ENV_PREFIX)
         .cli("redis.url", "--redis", args.redis.clone())
         .cli("listen_http", "--listen-http", args.listen_http.clone())
         .cli("listen_admin", "--listen-admin", args.listen_admin.clone())
-        .cli(
-            "default_upstream",
-            "--default-upstream",
-            args.default_upstream.clone(),
-        )
+        .cli("default_upstream", "--default-upstream", upstream)
         .cli("domains", "--domain", domains)
         .cli("listen_https", "--listen-https", args.listen_https.clone())
         .cli("tls.dir", "--tls-dir", args.tls_dir.clone())
@@ -89,86 +75,46 @@ fn load(
 fn main() -> anyhow::Result<()> {
     forge_core::cli::generate_if_asked::<Args>("dynamicproxy");
     let args = Args::parse();
-    let (loaded, settings) = match load(&args, args.common.config.clone()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("dynamicproxy: {e}");
-            std::process::exit(2);
-        }
-    };
+    let (loaded, settings) = load(&args).unwrap_or_else(|e| {
+        eprintln!("dynamicproxy: {e}");
+        std::process::exit(2)
+    });
     if args.common.finish_config_flags(&loaded) {
         return Ok(());
     }
+    // Before any thread starts: this clears LISTEN_FDS and friends.
+    let sockets = Sockets::from_env()?;
     // Route sync, the admin endpoint and reloads; client connections are
     // served by the proxy's own worker threads (`server.workers`).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .context("starting the runtime")?;
-    runtime.block_on(serve(args, loaded, settings))
+        .context("starting the runtime")?
+        .block_on(serve(args, sockets, (loaded, settings)))
 }
 
-async fn serve(args: Args, loaded: Loaded<Config>, settings: Settings) -> anyhow::Result<()> {
-    let config = loaded.config.clone();
-    let log = forge_core::telemetry::init_logging(&config.log).context("setting up logging")?;
-    let board = StatusBoard::new("dynamicproxy", forge_core::VERSION, &loaded.generation);
-    board.set_log_control(log);
+type Start = (Loaded<Config>, Settings);
 
-    let http = tokio::net::TcpListener::bind(&config.listen_http)
-        .await
-        .with_context(|| format!("binding the HTTP listener {}", config.listen_http))?;
-    let admin = tokio::net::TcpListener::bind(&config.listen_admin)
-        .await
-        .with_context(|| format!("binding the admin listener {}", config.listen_admin))?;
-
-    let https = match &config.listen_https {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the HTTPS listener {addr}"))?,
-        ),
-        None => None,
-    };
-
-    let shutdown = Shutdown::new();
-    let reload = ReloadSignal::new();
-    forge_core::lifecycle::spawn_signal_handler(shutdown.clone(), reload.clone())
-        .context("installing signal handlers")?;
+async fn serve(args: Args, mut sockets: Sockets, (loaded, settings): Start) -> anyhow::Result<()> {
+    let started = loaded.config.clone();
+    let log = forge_core::telemetry::init_logging(&started.log).context("setting up logging")?;
+    let daemon = Daemon::new("dynamicproxy", &loaded.generation).with_log_control(log);
+    let listeners = Listeners::take(&mut sockets, &started).await?;
+    sockets.finish();
+    daemon.handle_signals().context("signal handlers")?;
     let settings = Reloadable::new(settings);
-    let path = args.common.config.clone();
-    let board2 = board.clone();
-    settings.spawn_reloader(
-        "dynamicproxy settings",
-        path.iter().cloned().collect(),
-        reload.clone(),
-        shutdown.clone(),
-        move || {
-            let (loaded, settings) = load(&args, path.clone())?;
-            if loaded.config.redis != config.redis
-                || loaded.config.routes != config.routes
-                || loaded.config.listen_http != config.listen_http
-                || loaded.config.listen_admin != config.listen_admin
-                || loaded.config.admin_token_file != config.admin_token_file
-                || loaded.config.server.workers != config.server.workers
-            {
-                tracing::warn!(
-                    "listener, admin token, worker, redis and routes settings change only at restart"
-                );
-            }
-            board2.set_generation(&loaded.generation);
-            Ok::<_, forge_core::ConfigError>(settings)
-        },
-    );
-    forge_core::lifecycle::systemd::spawn_watchdog(shutdown.clone(), || true);
-    dynamicproxy::run_with(
-        Listeners { http, admin, https },
-        loaded.config,
-        settings,
-        board,
-        reload,
-        shutdown,
-    )
-    .await
-    .context("dynamicproxy")
+    let files: Vec<PathBuf> = args.common.config.iter().cloned().collect();
+    daemon.spawn_reloader("dynamicproxy settings", files, &settings, move || {
+        let (loaded, settings) = load(&args)?;
+        if started.changes_at_restart(&loaded.config) {
+            tracing::warn!(
+                "listener, admin token, worker, redis and routes settings change only at restart"
+            );
+        }
+        Ok::<_, forge_core::ConfigError>((settings, loaded.generation))
+    });
+    dynamicproxy::run_with(listeners, loaded.config, settings, daemon)
+        .await
+        .context("dynamicproxy")
 }

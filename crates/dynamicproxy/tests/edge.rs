@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::tls::{client_config, make_ca, make_cert};
 use common::*;
 use dynamicproxy::{Listeners, Settings};
-use forge_core::{ReloadReason, ReloadSignal, Reloadable, Shutdown, StatusBoard};
+use forge_core::{Daemon, ReloadReason, ReloadSignal, Reloadable, Shutdown};
 use forge_test_support::RedisServer;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
@@ -46,8 +46,8 @@ async fn start_edge(mut config: dynamicproxy::Config, ca_dir: &Path, tls_dir: &P
     config.listen_https = Some(https_addr.to_string());
     config.tls.dir = Some(tls_dir.to_owned());
     let settings: Settings = config.settings().unwrap();
-    let reload = ReloadSignal::new();
-    let shutdown = Shutdown::new();
+    let daemon = Daemon::new("dynamicproxy", "test");
+    let (reload, shutdown) = (daemon.reload.clone(), daemon.shutdown.clone());
     tokio::spawn(dynamicproxy::run_with(
         Listeners {
             http,
@@ -56,9 +56,7 @@ async fn start_edge(mut config: dynamicproxy::Config, ca_dir: &Path, tls_dir: &P
         },
         config,
         Reloadable::new(settings),
-        StatusBoard::new("dynamicproxy", "test", "test"),
-        reload.clone(),
-        shutdown.clone(),
+        daemon,
     ));
     let edge = Edge {
         http: http_addr,

@@ -11,7 +11,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use dynamicproxy::{Config, Listeners};
-use forge_core::{ReloadReason, ReloadSignal, Reloadable, Shutdown, StatusBoard};
+use forge_core::{Daemon, ReloadReason, ReloadSignal, Reloadable};
 use forge_test_support::RedisServer;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
@@ -141,15 +141,11 @@ async fn start_reloading(path: std::path::PathBuf) -> Reloading {
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
-    let shutdown = Shutdown::new();
-    let reload = ReloadSignal::new();
-    settings.spawn_reloader(
-        "test settings",
-        vec![path],
-        reload.clone(),
-        shutdown.clone(),
-        move || load().map(|(_, s)| s),
-    );
+    let daemon = Daemon::new("dynamicproxy", "test");
+    let (reload, shutdown) = (daemon.reload.clone(), daemon.shutdown.clone());
+    daemon.spawn_reloader("test settings", vec![path], &settings, move || {
+        load().map(|(_, s)| (s, "test".to_owned()))
+    });
     let task = tokio::spawn(dynamicproxy::run_with(
         Listeners {
             http,
@@ -158,9 +154,7 @@ async fn start_reloading(path: std::path::PathBuf) -> Reloading {
         },
         config,
         settings,
-        StatusBoard::new("dynamicproxy", "test", "test"),
-        reload.clone(),
-        shutdown.clone(),
+        daemon,
     ));
     Reloading {
         proxy: ProxyUnderTest {

@@ -24,12 +24,16 @@
 //!   token that guards changing endpoints.
 //! * [`cli`] — the flags every daemon shares; the rustls crypto provider.
 //! * [`lifecycle`] — signals, graceful shutdown, systemd notifications.
+//! * [`daemon`] — the bootstrap every daemon's `run` shares: listeners
+//!   (bound, or passed by systemd), status board, signals, admin server,
+//!   the Redis master on `/status`, reloads, readiness and the watchdog.
 //!
 //! Nothing here knows about any one daemon.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod lease;
 pub mod lifecycle;
 pub mod live;
@@ -42,6 +46,7 @@ pub mod telemetry;
 
 pub use admin::{CheckState, StatusBoard};
 pub use config::{ConfigError, ConfigSource, Loaded};
+pub use daemon::{Daemon, Sockets};
 pub use lifecycle::{ReloadReason, ReloadSignal, Shutdown};
 pub use reload::Reloadable;
 pub use schema::{
