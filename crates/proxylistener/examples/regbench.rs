@@ -14,9 +14,20 @@
 //!   the registering tool, as `oidentd` would with real tool users.
 //!
 //! Cells, interleaved `--repeat` times (medians reported): `hardened` (the
-//! binary as shipped), `ownership off` (`--toggle-ownership`: the same
-//! binary with `ownership.verify = false`) and `before` (`--before-bin`: a
-//! binary built from before the checks being measured, same setup).
+//! binary as shipped), `no memory` (`--toggle-memory`: the same binary with
+//! `ownership.verified_ttl_ms = 0`, every registration probed), `ownership
+//! off` (`--toggle-ownership`: the same binary with `ownership.verify =
+//! false`) and `before` (`--before-bin`: a binary built from before the
+//! checks being measured, same setup).
+//!
+//! Beside rate and latency, each level reports the daemon's CPU time per
+//! acknowledged registration (utime + stime from `/proc/<pid>/stat`, less
+//! sensitive to the machine's load than the rate) and the kernel's
+//! `ListenOverflows` and `TCPSynRetrans` counters over the level (system
+//! wide: a full accept queue drops SYNs, resent after a second).
+//!
+//! Every listener of the bench (the daemon's, the identd's, the backends')
+//! has an accept queue of 1024 (`--backlog`).
 //!
 //! Run through `bench/proxylistener/run.sh`.
 
@@ -45,6 +56,13 @@ struct Args {
     /// Also run the `ownership off` cell (`ownership.verify = false`).
     #[arg(long)]
     toggle_ownership: bool,
+    /// Also run the `no memory` cell (`ownership.verified_ttl_ms = 0`).
+    #[arg(long)]
+    toggle_memory: bool,
+    /// Accept queue of the daemon (`limits.listen_backlog`, ignored by
+    /// binaries without it), the identd and the backends.
+    #[arg(long, default_value_t = 1024)]
+    backlog: u32,
     /// Seconds per concurrency level.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -79,6 +97,12 @@ struct Measured {
     p99_ms: f64,
     /// Anything but `ok`.
     failures: usize,
+    /// The daemon's CPU time per `ok`, µs.
+    cpu_us: f64,
+    /// `TcpExt: ListenOverflows` over the level.
+    listen_overflows: u64,
+    /// `TcpExt: TCPSynRetrans` over the level.
+    syn_retrans: u64,
 }
 
 #[tokio::main]
@@ -86,7 +110,7 @@ async fn main() {
     let args = Args::parse();
     let redis = RedisServer::start().await.unwrap();
     let identd = Arc::new(
-        Identd::start(IdentAnswer::Error("NO-USER".into()))
+        Identd::start_with_backlog(IdentAnswer::Error("NO-USER".into()), args.backlog)
             .await
             .unwrap(),
     );
@@ -94,7 +118,9 @@ async fn main() {
     // One backend server per tool, owned by that tool (says the identd).
     let mut backends = Vec::new();
     for t in 0..args.tools {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let listener = socket.listen(args.backlog).unwrap();
         let port = listener.local_addr().unwrap().port();
         identd.answer_for(port, IdentAnswer::User(format!("tools.bench{t}")));
         tokio::spawn(async move {
@@ -114,6 +140,13 @@ async fn main() {
         bin: args.bin.clone(),
         env: vec![],
     }];
+    if args.toggle_memory {
+        cells.push(Cell {
+            name: "no memory",
+            bin: args.bin.clone(),
+            env: vec![("FORGE_PROXYLISTENER_OWNERSHIP__VERIFIED_TTL_MS", "0")],
+        });
+    }
     if args.toggle_ownership {
         cells.push(Cell {
             name: "ownership off",
@@ -155,6 +188,12 @@ async fn main() {
                 .args(["--ident-port", &identd.port().to_string()])
                 .env("FORGE_PROXYLISTENER_LIMITS__MAX_CONNECTIONS", "4096")
                 .envs(cell.env.iter().copied())
+                .envs(accepts_backlog(&cell.bin).then(|| {
+                    (
+                        "FORGE_PROXYLISTENER_LIMITS__LISTEN_BACKLOG",
+                        args.backlog.to_string(),
+                    )
+                }))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -162,7 +201,7 @@ async fn main() {
             let addr = forge_test_support::ports::loopback(port);
             wait_for_port(addr, Duration::from_secs(10)).await.unwrap();
             for &clients in &args.clients {
-                let m = level(addr, clients, &args, &identd, &backends).await;
+                let m = level(addr, child.id(), clients, &args, &identd, &backends).await;
                 results.entry((clients, c)).or_default().push(m);
                 // Let TIME_WAIT sockets and the daemon settle between levels.
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -180,21 +219,24 @@ async fn main() {
         loads.join(", ")
     );
     println!(
-        "| clients | cell | registrations/s | p50 ms | p99 ms | failures | registrations/s vs hardened |"
+        "| clients | cell | registrations/s | p50 ms | p99 ms | failures | registrations/s vs hardened | daemon CPU µs / registration | listen overflows | SYN retransmits |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &clients in &args.clients {
         let base = median(&results[&(clients, 0)], |m| m.per_second);
         for (c, cell) in cells.iter().enumerate() {
             let ms = &results[&(clients, c)];
             let rate = median(ms, |m| m.per_second);
             println!(
-                "| {clients} | {} | {rate:.0} | {:.2} | {:.2} | {} | {:.3} |",
+                "| {clients} | {} | {rate:.0} | {:.2} | {:.2} | {} | {:.3} | {:.0} | {} | {} |",
                 cell.name,
                 median(ms, |m| m.p50_ms),
                 median(ms, |m| m.p99_ms),
                 ms.iter().map(|m| m.failures).sum::<usize>(),
                 rate / base,
+                median(ms, |m| m.cpu_us),
+                ms.iter().map(|m| m.listen_overflows).sum::<u64>(),
+                ms.iter().map(|m| m.syn_retrans).sum::<u64>(),
             );
         }
     }
@@ -212,16 +254,66 @@ fn median(ms: &[Measured], f: impl Fn(&Measured) -> f64) -> f64 {
     }
 }
 
+/// Whether `bin` knows `limits.listen_backlog` (builds from before it
+/// refuse unknown keys).
+fn accepts_backlog(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--check-config")
+        .env("FORGE_PROXYLISTENER_LIMITS__LISTEN_BACKLOG", "1024")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// utime + stime of process `pid`, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime is field 14, stime 15 (1-based); `rest` starts at field 3.
+    let hz = 100.0; // USER_HZ on Linux
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
+/// The kernel's `TcpExt` counters `ListenOverflows` and `TCPSynRetrans`.
+fn tcp_counters() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
+        return (0, 0);
+    };
+    let get = |name: &str| {
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("ListenOverflows"), get("TCPSynRetrans"))
+}
+
 /// `clients` clients registering for `args.seconds`, client `i`'s `k`-th
 /// registration for tool `(i + k * clients) % tools`.
 async fn level(
     addr: SocketAddr,
+    daemon: u32,
     clients: usize,
     args: &Args,
     identd: &Arc<Identd>,
     backends: &Arc<Vec<u16>>,
 ) -> Measured {
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_seconds(daemon);
+    let (overflows_before, retrans_before) = tcp_counters();
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
@@ -259,6 +351,8 @@ async fn level(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(daemon) - cpu_before;
+    let (overflows_after, retrans_after) = tcp_counters();
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -272,6 +366,9 @@ async fn level(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         failures: reasons.values().sum(),
+        cpu_us: cpu * 1e6 / all.len().max(1) as f64,
+        listen_overflows: overflows_after.saturating_sub(overflows_before),
+        syn_retrans: retrans_after.saturating_sub(retrans_before),
     }
 }
 

@@ -53,19 +53,32 @@ pub struct Identd {
 
 impl Identd {
     /// Starts an identd on a free loopback port answering `default` to every
-    /// query without a table entry.
+    /// query without a table entry, with an accept queue of 1024.
     ///
     /// # Errors
     ///
     /// When no loopback port can be bound.
     pub async fn start(default: IdentAnswer) -> Result<Self> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|source| TestSupportError::Io {
-                    context: "binding the test identd".into(),
-                    source,
-                })?;
+        Self::start_with_backlog(default, 1024).await
+    }
+
+    /// Like [`Identd::start`], with an accept queue (`listen(2)` backlog) of
+    /// `backlog` connections: under load, a full queue drops connections'
+    /// SYNs and the querier's connect waits a second for the resend.
+    ///
+    /// # Errors
+    ///
+    /// When no loopback port can be bound.
+    pub async fn start_with_backlog(default: IdentAnswer, backlog: u32) -> Result<Self> {
+        let bind = || -> std::io::Result<TcpListener> {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            socket.listen(backlog)
+        };
+        let listener = bind().map_err(|source| TestSupportError::Io {
+            context: "binding the test identd".into(),
+            source,
+        })?;
         let port = listener
             .local_addr()
             .map_err(|source| TestSupportError::Io {
