@@ -170,6 +170,12 @@ pub struct Ownership {
     /// Registrations waiting for their backend to listen, at most; beyond,
     /// registrations of backends that don't listen yet are refused.
     pub max_pending: usize,
+    /// How long the owner a probe named for a backend is remembered, ms:
+    /// within it the same tool registering the same backend is not probed
+    /// again. 0: every registration is probed.
+    pub verified_ttl_ms: u64,
+    /// Backends remembered at most (beyond, new verdicts aren't kept).
+    pub max_verified: usize,
 }
 
 impl Default for Ownership {
@@ -181,6 +187,8 @@ impl Default for Ownership {
             connect_timeout_ms: 1000,
             ident_port: None,
             max_pending: 4096,
+            verified_ttl_ms: 60_000,
+            max_verified: 65_536,
         }
     }
 }
@@ -197,6 +205,10 @@ impl Ownership {
     /// The connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+    /// How long a probe's verdict is remembered (zero: not at all).
+    pub fn verified_ttl(&self) -> Duration {
+        Duration::from_millis(self.verified_ttl_ms)
     }
 }
 
@@ -216,6 +228,12 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Connections handled at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// The registration listener's accept queue (`listen(2)` backlog):
+    /// connections the kernel completes before the daemon accepts them. A
+    /// full queue drops new connections' SYNs, which clients resend only
+    /// after a second. The kernel caps it at `net.core.somaxconn`. Read at
+    /// start.
+    pub listen_backlog: u32,
 }
 
 impl Default for Limits {
@@ -224,6 +242,7 @@ impl Default for Limits {
             max_line_bytes: 1024,
             request_timeout_ms: 5000,
             max_connections: 1024,
+            listen_backlog: 1024,
         }
     }
 }
@@ -316,6 +335,15 @@ impl Config {
         if o.max_pending == 0 {
             return Err(loaded.invalid("ownership.max_pending", "must be at least 1"));
         }
+        if o.verified_ttl_ms > 3_600_000 {
+            return Err(loaded.invalid(
+                "ownership.verified_ttl_ms",
+                "must be at most 3600000 (an hour)",
+            ));
+        }
+        if o.max_verified == 0 {
+            return Err(loaded.invalid("ownership.max_verified", "must be at least 1"));
+        }
         if self.durability.switch_retry_ms > 60_000 {
             return Err(loaded.invalid(
                 "durability.switch_retry_ms",
@@ -324,6 +352,9 @@ impl Config {
         }
         if self.limits.max_connections == 0 {
             return Err(loaded.invalid("limits.max_connections", "must be at least 1"));
+        }
+        if !(1..=65_535).contains(&self.limits.listen_backlog) {
+            return Err(loaded.invalid("limits.listen_backlog", "must be between 1 and 65535"));
         }
         if self.project.is_empty() || self.project.contains(['.', ' ', ':']) {
             return Err(loaded.invalid(

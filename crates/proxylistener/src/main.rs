@@ -89,9 +89,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     board.set_field("redis", config.redis.describe());
     admin::install_admin_token(&board, config.admin_token_file.as_deref())?;
 
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
+    let listen: std::net::SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", config.listen))?;
+    let listener = proxylistener::server::bind(listen, config.limits.listen_backlog)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let backlog = config.limits.listen_backlog;
+    if let Some(cap) = proxylistener::server::somaxconn()
+        && cap < backlog
+    {
+        tracing::warn!(
+            listen_backlog = backlog,
+            somaxconn = cap,
+            "limits.listen_backlog is above net.core.somaxconn: the kernel caps the accept queue at {cap}; raise the sysctl"
+        );
+    }
     let admin_listener = tokio::net::TcpListener::bind(&config.listen_admin)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.listen_admin))?;
@@ -118,10 +131,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if new.listen != started_with.listen
                 || new.listen_admin != started_with.listen_admin
                 || new.admin_token_file != started_with.admin_token_file
+                || new.limits.listen_backlog != started_with.limits.listen_backlog
                 || new.redis != started_with.redis
             {
                 tracing::warn!(
-                    "listen, listen_admin, admin_token_file and [redis] changes take effect only after a restart"
+                    "listen, listen_admin, admin_token_file, limits.listen_backlog and [redis] changes take effect only after a restart"
                 );
             }
             if new.log.filter != started_with.log.filter

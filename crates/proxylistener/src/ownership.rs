@@ -18,19 +18,25 @@
 //!   nobody ever listens, the route is removed with compare-and-delete (only
 //!   if it still points at that backend).
 //!
+//! A verdict is remembered ([`VerifiedBackends`]) for
+//! `ownership.verified_ttl_ms`: within it, the same tool registering the same
+//! backend again is not probed again (a registration costs two connections
+//! less). Any other tool is always probed; an unregister of a route to the
+//! backend, a removal and every fresh probe replace or drop the verdict.
+//!
 //! Every refusal and removal is logged at `warn` with its reason and counted
 //! in `forge_proxylistener_ownership_total{outcome}`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use forge_core::{BackendUrl, Shutdown, ToolName, escape_controls};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
-use crate::ident::{IdentError, IdentQuery};
+use crate::ident::{IdentError, IdentQuery, tool_of_user};
 use crate::store::RouteStore;
 
 /// What one look at a backend found.
@@ -127,14 +133,97 @@ struct PendingKey {
     url: String,
 }
 
-/// The registrations whose backend was not listening yet, each watched by a
-/// task until it is verified, refused or the bound passes.
+/// The backends whose owner a probe named recently: backend address → the
+/// tool serving it and when that stops counting. Bounded by
+/// `ownership.max_verified` entries.
+#[derive(Debug, Clone, Default)]
+pub struct VerifiedBackends {
+    /// Backend → (its owner tool, the end of the verdict's validity).
+    owners: Arc<Mutex<HashMap<SocketAddr, (ToolName, Instant)>>>,
+    /// Registrations that were verified from here instead of a probe.
+    hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl VerifiedBackends {
+    /// Whether a probe named `tool` as the owner of `backend` less than
+    /// `ownership.verified_ttl_ms` ago (and nothing dropped it since).
+    /// Counts the hit.
+    pub fn verified_for(&self, backend: SocketAddr, tool: &ToolName) -> bool {
+        let now = Instant::now();
+        let hit = self.owners.lock().ok().is_some_and(|o| {
+            o.get(&backend)
+                .is_some_and(|(owner, until)| owner == tool && *until > now)
+        });
+        if hit {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Whether any fresh verdict about `backend` is remembered.
+    pub fn knows(&self, backend: SocketAddr) -> bool {
+        let now = Instant::now();
+        self.owners
+            .lock()
+            .ok()
+            .is_some_and(|o| o.get(&backend).is_some_and(|(_, until)| *until > now))
+    }
+
+    /// Remembers what `probe` found about `backend`: its owner, when the
+    /// identd named a tool account; otherwise any verdict about it is
+    /// dropped.
+    pub fn learn(&self, backend: SocketAddr, probe: &Probe, config: &Config) {
+        let owner = match probe {
+            Probe::Owner(user) => tool_of_user(user, &config.project).ok(),
+            _ => None,
+        };
+        let ttl = config.ownership.verified_ttl();
+        let Ok(mut owners) = self.owners.lock() else {
+            return;
+        };
+        match owner {
+            Some(tool) if !ttl.is_zero() => {
+                let now = Instant::now();
+                if owners.len() >= config.ownership.max_verified && !owners.contains_key(&backend) {
+                    owners.retain(|_, (_, until)| *until > now);
+                    if owners.len() >= config.ownership.max_verified {
+                        return;
+                    }
+                }
+                owners.insert(backend, (tool, now + ttl));
+            }
+            _ => {
+                owners.remove(&backend);
+            }
+        }
+    }
+
+    /// Drops the verdict about `backend` (its route was removed: the next
+    /// registration of it is probed).
+    pub fn forget(&self, backend: SocketAddr) {
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.remove(&backend);
+        }
+    }
+
+    /// Registrations verified from a remembered verdict so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The ownership checks' state shared by all connections: the
+/// registrations whose backend was not listening yet, each watched by a task
+/// until it is verified, refused or the bound passes, and the backends
+/// verified recently.
 #[derive(Debug, Clone, Default)]
 pub struct PendingChecks {
     /// The ones being watched (a repeated registration is watched once).
     pending: Arc<Mutex<HashSet<PendingKey>>>,
     /// Counters, for tests and `/status`.
     stats: Arc<Mutex<OwnershipStats>>,
+    /// Owners named by recent probes.
+    verified: VerifiedBackends,
 }
 
 /// How deferred checks ended so far.
@@ -158,6 +247,11 @@ impl PendingChecks {
     /// How deferred checks ended so far.
     pub fn stats(&self) -> OwnershipStats {
         self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// The backends verified recently.
+    pub fn verified(&self) -> &VerifiedBackends {
+        &self.verified
     }
 
     /// Starts watching `url` for `tool`'s `route`; `false` when
@@ -217,6 +311,7 @@ impl PendingChecks {
         let deadline = tokio::time::Instant::now() + config.ownership.within();
         let (label, reason) = loop {
             let probe = probe(backend, ident_port, config).await;
+            self.verified.learn(backend, &probe, config);
             match judge(&probe, url, &key.tool, &config.project) {
                 Verdict::Verified => {
                     count("verified_later");
@@ -247,6 +342,7 @@ impl PendingChecks {
             tokio::time::sleep(config.ownership.retry_interval()).await;
         };
         // Remove the route, but only if it still points at this backend.
+        self.verified.forget(backend);
         let mut removed = None;
         for _ in 0..5 {
             match store

@@ -11,7 +11,9 @@
 //! 3. ident: the client's identd must name `<project>.<tool>` for exactly
 //!    this connection;
 //! 4. ownership ([`crate::ownership`]): a backend that already listens must
-//!    be served by that tool; one that doesn't yet is watched after the reply;
+//!    be served by that tool (probed during step 3 when the backend is the
+//!    client's own address, or taken from a recent verdict for the same
+//!    tool); one that doesn't listen yet is watched after the reply;
 //! 5. one atomic Redis script (refusing a tool's pattern over its
 //!    patterns-per-tool budget); `ok` only after Redis confirmed it.
 //!
@@ -28,7 +30,7 @@ use forge_core::{
     escape_controls,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, canonical_ip};
@@ -67,6 +69,30 @@ impl Outcome {
             tool: None,
         }
     }
+}
+
+/// Binds the registration listener on `addr` with an accept queue of
+/// `backlog` connections (`limits.listen_backlog`; the kernel caps it at
+/// `net.core.somaxconn`, see [`somaxconn`]).
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// The kernel's cap on every listen backlog (`net.core.somaxconn`), when it
+/// can be read.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Serves registrations on `listener` until `shutdown`; then stops
@@ -217,7 +243,29 @@ async fn carry_out(
         Some(Err(e)) => return Outcome::fail("bad_url", format!("bad backend URL: {e}")),
     };
 
-    // 3. Authenticate.
+    // 3. Authenticate. The backend's owner (4.) is probed at the same time
+    // when the backend is the client's own address (an unauthenticated
+    // client then only makes us connect to itself) and no recent verdict
+    // about it is remembered: one round trip instead of two in a row.
+    let verified = ctx.pending.verified();
+    let ownership_target = if config.ownership.verify {
+        backend
+            .as_ref()
+            .and_then(|u| u.ip().map(|ip| SocketAddr::new(ip, u.port())))
+    } else {
+        None
+    };
+    let ownership_ident_port = config.ownership.ident_port.unwrap_or(config.ident.port);
+    let early_target = ownership_target
+        .filter(|b| canonical_ip(b.ip()) == canonical_ip(peer.ip()) && !verified.knows(*b));
+    let early_probe = async {
+        match early_target {
+            Some(b) => Some(probe(b, ownership_ident_port, config).await),
+            None => None,
+        }
+    };
+    tokio::pin!(early_probe);
+    let mut early_seen = None;
     let query = IdentQuery {
         peer,
         local_port,
@@ -226,12 +274,21 @@ async fn carry_out(
         read_timeout: config.ident.read_timeout(),
     };
     let ident_started = Instant::now();
-    let user = query.lookup().await;
+    let lookup = query.lookup();
+    tokio::pin!(lookup);
+    let user = loop {
+        tokio::select! {
+            biased;
+            user = &mut lookup => break user,
+            seen = &mut early_probe, if early_seen.is_none() => early_seen = Some(seen),
+        }
+    };
     metrics::histogram!("forge_proxylistener_ident_seconds")
         .record(ident_started.elapsed().as_secs_f64());
     let tool = match user.and_then(|u| tool_of_user(&u, &config.project)) {
         Ok(t) => t,
         Err(e) => {
+            // The probe, if still running, is dropped with the request.
             return Outcome::fail(e.label(), format!("ident authentication failed: {e}"));
         }
     };
@@ -239,13 +296,29 @@ async fn carry_out(
     // 4. Ownership of a backend that already listens; one that doesn't yet
     // is watched once the route is written.
     let mut watch_later = false;
-    if config.ownership.verify
+    if let Some(target) = ownership_target
         && let Some(url) = &backend
-        && let Some(ip) = url.ip()
     {
-        let ident_port = config.ownership.ident_port.unwrap_or(config.ident.port);
-        let seen = probe(SocketAddr::new(ip, url.port()), ident_port, config).await;
-        match judge(&seen, url, &tool, &config.project) {
+        let early = match early_seen {
+            Some(seen) => seen,
+            None => early_probe.await,
+        };
+        let verdict = match early {
+            Some(seen) => {
+                verified.learn(target, &seen, config);
+                judge(&seen, url, &tool, &config.project)
+            }
+            None if verified.verified_for(target, &tool) => {
+                count_ownership("verified_remembered");
+                Verdict::Verified
+            }
+            None => {
+                let seen = probe(target, ownership_ident_port, config).await;
+                verified.learn(target, &seen, config);
+                judge(&seen, url, &tool, &config.project)
+            }
+        };
+        match verdict {
             Verdict::Verified => count_ownership("verified"),
             Verdict::NotListening => watch_later = true,
             Verdict::Refused(label, reason) => {
@@ -296,7 +369,9 @@ async fn carry_out(
             )
             .await
             .map(|()| "ok"),
-        (Command::Unregister, _) => unregister(&tool, &route, peer, config, store).await,
+        (Command::Unregister, _) => {
+            unregister(&tool, &route, peer, config, store, &ctx.pending).await
+        }
         (_, None) => Err(StoreError::Other(
             "registration without a backend URL".into(),
         )),
@@ -337,13 +412,16 @@ async fn carry_out(
 
 /// Removes the route if it points at this client (or nowhere). A route that
 /// points at another host belongs to a newer registration: it is left alone
-/// and the client still hears `ok` (its own registration is gone).
+/// and the client still hears `ok` (its own registration is gone). The
+/// removed route's backend is forgotten as verified: registering it again is
+/// probed again.
 async fn unregister(
     tool: &ToolName,
     route: &RoutePattern,
     peer: SocketAddr,
     config: &Config,
     store: &RouteStore,
+    ownership: &PendingChecks,
 ) -> Result<&'static str, StoreError> {
     for _ in 0..5 {
         let current = store.backend_of(tool, route.as_str()).await?;
@@ -360,6 +438,13 @@ async fn unregister(
             .unregister_if(tool, route.as_str(), current.as_deref(), &config.durability)
             .await?
         {
+            if let Some(backend) = current
+                .as_deref()
+                .and_then(|u| BackendUrl::parse(u).ok())
+                .and_then(|u| u.ip().map(|ip| SocketAddr::new(ip, u.port())))
+            {
+                ownership.verified().forget(backend);
+            }
             return Ok(if current.is_some() { "ok" } else { "absent" });
         }
         // It changed between our look and our delete: look again.

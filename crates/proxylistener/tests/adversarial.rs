@@ -333,6 +333,100 @@ async fn a_tool_that_registers_before_it_listens_keeps_its_route() {
     assert_eq!(h.hgetall("prefix:fgmallory").await.get(".*"), Some(&url));
 }
 
+// --- item 5, remembered verdicts: never another tool's pass ---------------
+
+/// A probe's verdict is remembered for the tool it named, and only for it:
+/// another tool registering the same backend is probed and refused.
+#[tokio::test]
+async fn a_remembered_verdict_does_not_let_another_tool_pass() {
+    let oidentd = Oidentd::start().await.unwrap();
+    let h = ownership_harness(&oidentd, 60_000).await;
+    let victim = ListenerAs::start(VICTIM, free_port()).await.unwrap();
+    let url = format!("http://127.0.0.1:{}", victim.port());
+
+    // The victim registers its own server: verified, remembered.
+    let victim_ident = IdentAnswer::User(VICTIM.into());
+    assert_eq!(
+        h.send_as(&register(".*", &url), victim_ident.clone()).await,
+        "ok"
+    );
+    assert_eq!(
+        h.send_as(&register("^/again", &url), victim_ident).await,
+        "ok"
+    );
+    assert_eq!(
+        h.pending.verified().hits(),
+        1,
+        "the victim's second registration used the remembered verdict"
+    );
+
+    // The attacker registers the same backend right after: still refused.
+    let reply = h.send(&register(".*", &url)).await;
+    assert_eq!(
+        reply,
+        format!(
+            "fail: backend 127.0.0.1:{} is served by user \"{VICTIM}\", not by {MALLORY}",
+            victim.port()
+        )
+    );
+    assert_eq!(h.pending.verified().hits(), 1);
+    assert!(h.hgetall("prefix:fgmallory").await.is_empty());
+}
+
+/// A tool that unregisters its backend and registers it again is probed
+/// again: if another tool's server took the port meanwhile, it is refused.
+#[tokio::test]
+async fn after_an_unregister_the_backend_is_probed_again() {
+    let oidentd = Oidentd::start().await.unwrap();
+    let h = ownership_harness(&oidentd, 60_000).await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let own = ListenerAs::start(MALLORY, port).await.unwrap();
+    assert_eq!(h.send(&register(".*", &url)).await, "ok");
+    assert_eq!(h.send(b"unregister\n.*\n").await, "ok");
+    drop(own);
+
+    let _victim = ListenerAs::start(VICTIM, port).await.unwrap();
+    let reply = h.send(&register(".*", &url)).await;
+    assert_eq!(
+        reply,
+        format!("fail: backend 127.0.0.1:{port} is served by user \"{VICTIM}\", not by {MALLORY}")
+    );
+    assert_eq!(h.pending.verified().hits(), 0);
+    assert!(h.hgetall("prefix:fgmallory").await.is_empty());
+}
+
+/// A remembered verdict lasts `ownership.verified_ttl_ms`: after it, a
+/// server replaced by another tool's is found out even without an
+/// unregister in between.
+#[tokio::test]
+async fn a_remembered_verdict_expires() {
+    let oidentd = Oidentd::start().await.unwrap();
+    let ident_port = oidentd.port();
+    let h = Harness::start_with(move |c| {
+        c.ownership.ident_port = Some(ident_port);
+        c.ownership.verified_ttl_ms = 1000;
+        c.ident.read_timeout_ms = 5000;
+        c.ident.connect_timeout_ms = 5000;
+    })
+    .await;
+    h.identd.set_default(IdentAnswer::User(MALLORY.into()));
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let own = ListenerAs::start(MALLORY, port).await.unwrap();
+    assert_eq!(h.send(&register(".*", &url)).await, "ok");
+    drop(own);
+    let _victim = ListenerAs::start(VICTIM, port).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let reply = h.send(&register("^/other", &url)).await;
+    assert_eq!(
+        reply,
+        format!("fail: backend 127.0.0.1:{port} is served by user \"{VICTIM}\", not by {MALLORY}")
+    );
+    assert_eq!(h.pending.verified().hits(), 0);
+}
+
 /// A child process killed when dropped.
 struct Kill(std::process::Child);
 
