@@ -120,12 +120,25 @@ def idle(proxy_port, n, pids):
         s.close()
 
 
+def requests(proxy_port, n, host="tool4242.toolforge.org"):
+    """n keep-alive GETs one after another on one connection; fails on a non-200."""
+    h = socket.create_connection(("127.0.0.1", proxy_port))
+    h.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    hf = h.makefile("rb")
+    for _ in range(n):
+        status, _ = http_get(h, hf, host)
+        assert b" 200 " in status, status
+    h.close()
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "load":
         load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif cmd == "latency":
         change_latency(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    elif cmd == "requests":
+        requests(int(sys.argv[2]), int(sys.argv[3]))
     elif cmd == "idle":
         idle(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif cmd == "rss":
