@@ -85,6 +85,9 @@ fn package_lists_installs_and_removes_cleanly() {
     expected.push("./usr/lib/sysusers.d/forge.conf".into());
     expected.push("./usr/share/forge/monitoring/forge-alerts.yml".into());
     expected.push("./usr/share/forge/monitoring/forge-alerts.test.yml".into());
+    for d in DAEMONS {
+        expected.push(format!("./usr/share/forge/monitoring/dashboards/{d}.json"));
+    }
     for doc in [
         "installation.md",
         "configuration.md",

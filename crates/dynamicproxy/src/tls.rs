@@ -9,6 +9,12 @@
 //! read again; a pair that no longer loads keeps its previous certificate
 //! and is logged, so a half-written renewal never takes a site down.
 //! ALPN offers `h2` and `http/1.1`.
+//!
+//! Each loaded pair's leaf expiry is exported as
+//! `forge_dynamicproxy_certificate_expiry_timestamp_seconds{certificate="<name>"}`
+//! (unix seconds of its `notAfter`), which the shipped alert
+//! `ForgeCertificateExpiringSoon` watches; a pair already expired at load is
+//! logged at `warn`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +53,11 @@ pub enum TlsError {
 /// One loaded pair.
 #[derive(Debug)]
 struct Pair {
+    /// The chain and signing key rustls serves.
     key: Arc<CertifiedKey>,
+    /// The leaf's `notAfter`, unix seconds (`None`: the leaf could not be
+    /// read as X.509, which rustls would refuse at the handshake anyway).
+    not_after: Option<i64>,
 }
 
 /// The certificates in force, by file stem.
@@ -77,7 +87,14 @@ impl CertStore {
             let crt = dir.join(format!("{stem}.crt"));
             match load_pair(&crt, &dir.join(format!("{stem}.key"))) {
                 Ok(key) => {
-                    pairs.insert(stem, Pair { key: Arc::new(key) });
+                    let not_after = key.cert.first().and_then(|leaf| leaf_not_after(leaf));
+                    pairs.insert(
+                        stem,
+                        Pair {
+                            key: Arc::new(key),
+                            not_after,
+                        },
+                    );
                 }
                 Err(reason) => {
                     let kept = previous.and_then(|p| p.pairs.get(&stem));
@@ -92,6 +109,7 @@ impl CertStore {
                             stem,
                             Pair {
                                 key: old.key.clone(),
+                                not_after: old.not_after,
                             },
                         );
                     }
@@ -100,6 +118,23 @@ impl CertStore {
         }
         if pairs.is_empty() {
             return Err(TlsError::Empty(dir.to_owned()));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for (stem, pair) in &pairs {
+            let Some(not_after) = pair.not_after else {
+                continue;
+            };
+            if not_after <= now {
+                tracing::warn!(certificate = %stem, not_after, "certificate has expired");
+            }
+            metrics::gauge!(
+                "forge_dynamicproxy_certificate_expiry_timestamp_seconds",
+                "certificate" => stem.clone()
+            )
+            .set(not_after as f64);
         }
         Ok(CertStore { pairs })
     }
@@ -129,6 +164,17 @@ impl CertStore {
             }
         }
         self.pairs.values().next().map(|p| p.key.clone())
+    }
+}
+
+/// The `notAfter` of a DER certificate, unix seconds.
+fn leaf_not_after(leaf: &CertificateDer<'_>) -> Option<i64> {
+    match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok((_, cert)) => Some(cert.validity().not_after.timestamp()),
+        Err(e) => {
+            tracing::warn!(error = %e, "leaf certificate not readable as X.509; no expiry exported");
+            None
+        }
     }
 }
 

@@ -237,6 +237,13 @@ pub async fn master_view(client: &Client) -> Result<MasterView, fred::error::Err
 /// these fields across hosts. When Redis does not answer, `redis_role`
 /// becomes `unreachable` and `redis_master` keeps the last value seen (its
 /// `redis_master_checked_at` ages, which `forgectl status` flags).
+///
+/// The same view is exported for Prometheus, so an alert can compare hosts
+/// without `forgectl`: `forge_redis_master{master="host:port"}` is 1 for the
+/// master this process sees and 0 for one it saw before,
+/// `forge_redis_master_checked_timestamp_seconds` the last successful look and
+/// `forge_redis_reachable` 1 while `ROLE` answers. The Prometheus target
+/// labels (`instance`, `job`) say which host and daemon is looking.
 pub fn report_master(
     client: Client,
     board: std::sync::Arc<crate::admin::StatusBoard>,
@@ -246,6 +253,8 @@ pub fn report_master(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The master last exported as `forge_redis_master{master} 1`.
+        let mut seen: Option<String> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -257,6 +266,17 @@ pub fn report_master(
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs())
                         .unwrap_or(0);
+                    if seen.as_deref() != Some(view.master.as_str()) {
+                        if let Some(old) = seen.take() {
+                            metrics::gauge!("forge_redis_master", "master" => old).set(0.0);
+                        }
+                        metrics::gauge!("forge_redis_master", "master" => view.master.clone())
+                            .set(1.0);
+                        seen = Some(view.master.clone());
+                    }
+                    metrics::gauge!("forge_redis_master_checked_timestamp_seconds")
+                        .set(now as f64);
+                    metrics::gauge!("forge_redis_reachable").set(1.0);
                     board.set_field("redis_role", view.role.clone());
                     board.set_field("redis_master", view.master.clone());
                     board.set_field("redis_master_checked_at", now);
@@ -270,6 +290,7 @@ pub fn report_master(
                 Err(e) => {
                     tracing::debug!(error = %e, "ROLE failed");
                     board.set_field("redis_role", "unreachable");
+                    metrics::gauge!("forge_redis_reachable").set(0.0);
                 }
             }
         }

@@ -84,15 +84,30 @@ async fn runs_serves_admin_and_stops_on_sigterm() {
     .await
     .unwrap();
 
+    // A backend that listens, so the ownership check runs before `ok` (the
+    // table identd names the same tool for it).
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_url = format!("http://{}", backend.local_addr().unwrap());
     assert_eq!(
-        common::send_to(addr, &register(".*", "http://127.0.0.1:5000"), None).await,
+        common::send_to(addr, &register(".*", &backend_url), None).await,
         "ok"
     );
-    let metrics = http_get(admin, "/metrics").await;
-    assert!(
-        metrics.contains("forge_proxylistener_requests_total"),
-        "{metrics}"
-    );
+    // Every metric the shipped Grafana dashboard queries is exported, and so
+    // is the Redis master this process sees (it looks every 2 s; give it
+    // time on a loaded machine).
+    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", redis.port());
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(admin, "/metrics").await;
+        if metrics.contains(&master) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(metrics.contains(&master), "{metrics}");
+    let missing =
+        forge_test_support::monitoring::missing_dashboard_metrics("proxylistener", &metrics);
+    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\n{metrics}");
     let health = http_get(admin, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 

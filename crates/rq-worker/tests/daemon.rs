@@ -1,6 +1,7 @@
 //! The `rq-worker` binary against a real Redis: SIGKILL storms with jobs in
 //! flight on two queues, the orphan requeue bound, SIGTERM hand-back, the
-//! operator verbs; and the `forge.send_mail` built-in against an SMTP sink.
+//! operator verbs; and the `forge.send_mail` built-in against an SMTP sink
+//! (with the metrics the shipped dashboard reads).
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use forge_core::redis::RedisSettings;
 use forge_core::{Shutdown, StatusBoard};
-use forge_rq::{EnqueueOptions, JobStatus, Keys, Queue, Registry};
+use forge_rq::{EnqueueOptions, JobStatus, Keys, Queue, Registry, Retry};
 use forge_test_support::{ChildGuard, RedisServer, SmtpSink};
 use fred::prelude::*;
 use serde_json::json;
@@ -320,6 +321,8 @@ async fn sigterm_hands_jobs_back_and_verbs_work() {
 #[tokio::test]
 async fn send_mail_builtin_delivers_and_refuses_bad_addresses() {
     forge_core::cli::install_crypto_provider();
+    // The process-wide Prometheus recorder, installed before anything counts.
+    let metrics = forge_core::telemetry::metrics_handle();
     let redis = RedisServer::start().await.unwrap();
     let smtp = SmtpSink::start().await.unwrap();
     let url = redis.url();
@@ -353,11 +356,19 @@ async fn send_mail_builtin_delivers_and_refuses_bad_addresses() {
         .enqueue_with_kwargs("forge.send_mail", vec![], kwargs, EnqueueOptions::default())
         .await
         .unwrap();
+    // Retried once (at once), then failed for good.
     let bad = q
         .enqueue(
             "forge.send_mail",
             vec![json!("not an address"), json!("s"), json!("b")],
-            EnqueueOptions::default(),
+            EnqueueOptions {
+                retry: Some(Retry {
+                    max: 1,
+                    intervals: vec![],
+                    backoff: None,
+                }),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -376,6 +387,23 @@ async fn send_mail_builtin_delivers_and_refuses_bad_addresses() {
         rec.exc_info()
     );
     assert!(board.status_json()["worker_name"].is_string());
+    // Every metric the shipped Grafana dashboard queries is exported (the
+    // queue-depth gauges come with the reaper's pass), and so is the Redis
+    // master this process sees.
+    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", redis.port());
+    let mut missing = Vec::new();
+    for _ in 0..100 {
+        let text = metrics.render();
+        missing = forge_test_support::monitoring::missing_dashboard_metrics("rq-worker", &text);
+        if !text.contains(&master) {
+            missing.push(master.clone());
+        }
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(missing.is_empty(), "not exported: {missing:?}");
     shutdown.trigger();
     task.await.unwrap().unwrap();
 }

@@ -39,6 +39,7 @@ pub mod error;
 pub mod grid;
 pub mod identd;
 pub mod ldap;
+pub mod monitoring;
 pub mod legacy;
 pub mod ports;
 pub mod process;

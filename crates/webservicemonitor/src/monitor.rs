@@ -64,6 +64,22 @@ pub enum Action {
     Error,
 }
 
+/// Registers the monitor's counters at 0, so `/metrics` lists every one from
+/// the start: dashboards and alerts (`increase(…)`) see a series before the
+/// first restart, throttle or error rather than none at all.
+fn export_zeroes() {
+    for name in [
+        "forge_webservicemonitor_restarts_attempted_total",
+        "forge_webservicemonitor_restarts_succeeded_total",
+        "forge_webservicemonitor_restarts_failed_total",
+        "forge_webservicemonitor_restarts_throttled_total",
+        "forge_webservicemonitor_stale_routes_removed_total",
+        "forge_webservicemonitor_pass_errors_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// One tool's outcome in a pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolDecision {
@@ -189,6 +205,7 @@ fn now_ms() -> u64 {
 impl Monitor {
     /// A monitor for `config`, keeping its state in `store`, acting as `holder`.
     pub fn new(config: Arc<MonitorConfig>, store: Store, http: HttpClient, holder: String) -> Self {
+        export_zeroes();
         Monitor {
             users: users::from_config(&config.users),
             scheduler: scheduler::from_config(&config.scheduler),

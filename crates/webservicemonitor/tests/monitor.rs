@@ -595,6 +595,30 @@ async fn the_daemon_serves_health_and_stops_cleanly_on_sigterm() {
         "{health}"
     );
     assert!(health.contains("\"active\":true"), "{health}");
+    // Every metric the shipped Grafana dashboard queries is exported (the
+    // pass above restarted one service; counters of what didn't happen are
+    // there at 0), and so is the Redis master this process sees.
+    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", site.redis.port());
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        metrics.clear();
+        s.read_to_string(&mut metrics).await.unwrap();
+        if metrics.contains(&master) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(metrics.contains(&master), "{metrics}");
+    let missing =
+        forge_test_support::monitoring::missing_dashboard_metrics("webservicemonitor", &metrics);
+    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\n{metrics}");
     let holder: Option<String> = site
         .client
         .get("forge:lease:webservicemonitor")
