@@ -250,16 +250,28 @@ async fn monitoring_finds_every_dashboard_metric_certificate_expiry_and_the_mast
     let (resp, _) = https_get(&edge, "alpha.toolforge.org", "/", false).await;
     assert_eq!(resp.status(), StatusCode::OK);
 
-    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", redis.port());
+    let master = format!(
+        "forge_redis_master{{master=\"127.0.0.1:{}\"}} 1",
+        redis.port()
+    );
     let admin = edge.admin;
     eventually("the master this process sees is exported", || {
         let master = master.clone();
-        async move { get(admin, "localhost", "/metrics").await.body.contains(&master) }
+        async move {
+            get(admin, "localhost", "/metrics")
+                .await
+                .body
+                .contains(&master)
+        }
     })
     .await;
     let metrics = get(admin, "localhost", "/metrics").await.body;
-    let missing = forge_test_support::monitoring::missing_dashboard_metrics("dynamicproxy", &metrics);
-    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\n{metrics}");
+    let missing =
+        forge_test_support::monitoring::missing_dashboard_metrics("dynamicproxy", &metrics);
+    assert!(
+        missing.is_empty(),
+        "dashboard metrics not exported: {missing:?}\n{metrics}"
+    );
 
     let line = metrics
         .lines()

@@ -274,8 +274,7 @@ pub fn report_master(
                             .set(1.0);
                         seen = Some(view.master.clone());
                     }
-                    metrics::gauge!("forge_redis_master_checked_timestamp_seconds")
-                        .set(now as f64);
+                    metrics::gauge!("forge_redis_master_checked_timestamp_seconds").set(now as f64);
                     metrics::gauge!("forge_redis_reachable").set(1.0);
                     board.set_field("redis_role", view.role.clone());
                     board.set_field("redis_master", view.master.clone());

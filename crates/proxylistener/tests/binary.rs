@@ -95,7 +95,10 @@ async fn runs_serves_admin_and_stops_on_sigterm() {
     // Every metric the shipped Grafana dashboard queries is exported, and so
     // is the Redis master this process sees (it looks every 2 s; give it
     // time on a loaded machine).
-    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", redis.port());
+    let master = format!(
+        "forge_redis_master{{master=\"127.0.0.1:{}\"}} 1",
+        redis.port()
+    );
     let mut metrics = String::new();
     for _ in 0..100 {
         metrics = http_get(admin, "/metrics").await;
@@ -107,7 +110,10 @@ async fn runs_serves_admin_and_stops_on_sigterm() {
     assert!(metrics.contains(&master), "{metrics}");
     let missing =
         forge_test_support::monitoring::missing_dashboard_metrics("proxylistener", &metrics);
-    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\n{metrics}");
+    assert!(
+        missing.is_empty(),
+        "dashboard metrics not exported: {missing:?}\n{metrics}"
+    );
     let health = http_get(admin, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 

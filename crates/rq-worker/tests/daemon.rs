@@ -390,7 +390,10 @@ async fn send_mail_builtin_delivers_and_refuses_bad_addresses() {
     // Every metric the shipped Grafana dashboard queries is exported (the
     // queue-depth gauges come with the reaper's pass), and so is the Redis
     // master this process sees.
-    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", redis.port());
+    let master = format!(
+        "forge_redis_master{{master=\"127.0.0.1:{}\"}} 1",
+        redis.port()
+    );
     let mut missing = Vec::new();
     for _ in 0..100 {
         let text = metrics.render();

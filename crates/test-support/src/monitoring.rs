@@ -19,8 +19,7 @@ pub fn dashboard_path(daemon: &str) -> PathBuf {
 /// dashboard with queries: that is a test failure.
 pub fn dashboard_metrics(daemon: &str) -> BTreeSet<String> {
     let path = dashboard_path(daemon);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let json: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let panels = json["panels"]
@@ -33,18 +32,18 @@ pub fn dashboard_metrics(daemon: &str) -> BTreeSet<String> {
             names.extend(metric_names_in(expr));
         }
     }
-    assert!(!names.is_empty(), "{}: no forge_ metric in any query", path.display());
+    assert!(
+        !names.is_empty(),
+        "{}: no forge_ metric in any query",
+        path.display()
+    );
     names
 }
 
 /// The `forge_…` identifiers in a PromQL expression (not inside quoted
 /// label values).
 fn metric_names_in(expr: &str) -> Vec<String> {
-    let unquoted: String = expr
-        .split('"')
-        .step_by(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let unquoted: String = expr.split('"').step_by(2).collect::<Vec<_>>().join(" ");
     let mut out = Vec::new();
     let mut rest = unquoted.as_str();
     while let Some(at) = rest.find("forge_") {
@@ -97,7 +96,8 @@ mod tests {
             ["forge_a_seconds_bucket", "forge_b"]
         );
         assert_eq!(metric_names_in("my_forge_x + forge_y"), ["forge_y"]);
-        let text = "# TYPE forge_a counter\nforge_a{k=\"v\"} 1\nforge_b 2\n\nforge_c_bucket{le=\"1\"} 0\n";
+        let text =
+            "# TYPE forge_a counter\nforge_a{k=\"v\"} 1\nforge_b 2\n\nforge_c_bucket{le=\"1\"} 0\n";
         assert_eq!(
             exposed_metrics(text).into_iter().collect::<Vec<_>>(),
             ["forge_a", "forge_b", "forge_c_bucket"]
@@ -106,7 +106,13 @@ mod tests {
 
     #[test]
     fn every_shipped_dashboard_names_metrics() {
-        for daemon in ["dynamicproxy", "proxylistener", "webservicemonitor", "rq-worker", "idm-web"] {
+        for daemon in [
+            "dynamicproxy",
+            "proxylistener",
+            "webservicemonitor",
+            "rq-worker",
+            "idm-web",
+        ] {
             assert!(!dashboard_metrics(daemon).is_empty(), "{daemon}");
         }
     }

@@ -598,7 +598,10 @@ async fn the_daemon_serves_health_and_stops_cleanly_on_sigterm() {
     // Every metric the shipped Grafana dashboard queries is exported (the
     // pass above restarted one service; counters of what didn't happen are
     // there at 0), and so is the Redis master this process sees.
-    let master = format!("forge_redis_master{{master=\"127.0.0.1:{}\"}} 1", site.redis.port());
+    let master = format!(
+        "forge_redis_master{{master=\"127.0.0.1:{}\"}} 1",
+        site.redis.port()
+    );
     let mut metrics = String::new();
     for _ in 0..100 {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
@@ -618,7 +621,10 @@ async fn the_daemon_serves_health_and_stops_cleanly_on_sigterm() {
     assert!(metrics.contains(&master), "{metrics}");
     let missing =
         forge_test_support::monitoring::missing_dashboard_metrics("webservicemonitor", &metrics);
-    assert!(missing.is_empty(), "dashboard metrics not exported: {missing:?}\n{metrics}");
+    assert!(
+        missing.is_empty(),
+        "dashboard metrics not exported: {missing:?}\n{metrics}"
+    );
     let holder: Option<String> = site
         .client
         .get("forge:lease:webservicemonitor")
