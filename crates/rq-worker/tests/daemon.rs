@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use forge_core::redis::RedisSettings;
 use forge_core::{Shutdown, StatusBoard};
-use forge_rq::{EnqueueOptions, JobStatus, Keys, Queue, Registry, Retry};
+use forge_rq::{EnqueueOptions, JobStatus, Keys, Queue, Registry};
 use forge_test_support::{ChildGuard, RedisServer, SmtpSink};
 use fred::prelude::*;
 use serde_json::json;
@@ -356,19 +356,11 @@ async fn send_mail_builtin_delivers_and_refuses_bad_addresses() {
         .enqueue_with_kwargs("forge.send_mail", vec![], kwargs, EnqueueOptions::default())
         .await
         .unwrap();
-    // Retried once (at once), then failed for good.
     let bad = q
         .enqueue(
             "forge.send_mail",
             vec![json!("not an address"), json!("s"), json!("b")],
-            EnqueueOptions {
-                retry: Some(Retry {
-                    max: 1,
-                    intervals: vec![],
-                    backoff: None,
-                }),
-                ..Default::default()
-            },
+            EnqueueOptions::default(),
         )
         .await
         .unwrap();
