@@ -213,17 +213,7 @@ async fn bind(name: &str, addr: &str, backlog: u32) -> Result<TcpListener, Liste
     };
     let mut last = None;
     for a in tokio::net::lookup_host(addr).await.map_err(err)? {
-        let attempt = (|| {
-            let socket = if a.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.bind(a)?;
-            socket.listen(backlog)
-        })();
-        match attempt {
+        match listen_on(a, backlog) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
@@ -234,6 +224,20 @@ async fn bind(name: &str, addr: &str, backlog: u32) -> Result<TcpListener, Liste
             "the address resolves to nothing",
         )
     })))
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` (as
+/// `TcpListener::bind` sets it) and an accept queue of `backlog`
+/// connections (the kernel caps it at `net.core.somaxconn`).
+pub fn listen_on(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// What every daemon's `run` shares: its status board, shutdown and reload

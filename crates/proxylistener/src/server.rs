@@ -30,7 +30,7 @@ use forge_core::{
     escape_controls,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, canonical_ip};
@@ -75,14 +75,7 @@ impl Outcome {
 /// `backlog` connections (`limits.listen_backlog`; the kernel caps it at
 /// `net.core.somaxconn`, see [`somaxconn`]).
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog)
+    forge_core::daemon::listen_on(addr, backlog)
 }
 
 /// The kernel's cap on every listen backlog (`net.core.somaxconn`), when it
