@@ -1,6 +1,7 @@
 //! The edge features: TLS with SNI from a certificate directory, ALPN h2 /
 //! http/1.1, reload keeping a broken certificate's predecessor, HTTP → HTTPS
-//! redirects, HSTS, WebSocket (Upgrade) pass-through, the body cap.
+//! redirects, HSTS, WebSocket (Upgrade) pass-through, the body cap; the metrics
+//! the shipped dashboard and certificate-expiry alert read.
 
 #![allow(clippy::unwrap_used)]
 
@@ -184,6 +185,51 @@ async fn tls_sni_alpn_reload_redirect_and_hsts() {
     let (resp, alpn) = https_get(&edge, "other.example.org", "/", false).await;
     assert_eq!(alpn, "http/1.1");
     assert_eq!(resp.status(), StatusCode::OK);
+
+    // What the shipped monitoring reads: every metric the Grafana dashboard
+    // (`packaging/monitoring/dashboards/dynamicproxy.json`) queries is in
+    // `/metrics`, each certificate's expiry is exported for the
+    // `ForgeCertificateExpiringSoon` alert (the test certificates live two
+    // days), and so is the Redis master this process sees.
+    let master = format!(
+        "forge_redis_master{{master=\"127.0.0.1:{}\"}} 1",
+        redis.port()
+    );
+    let admin = edge.admin;
+    eventually("the master this process sees is exported", || {
+        let master = master.clone();
+        async move {
+            get(admin, "localhost", "/metrics")
+                .await
+                .body
+                .contains(&master)
+        }
+    })
+    .await;
+    let metrics = get(admin, "localhost", "/metrics").await.body;
+    let missing =
+        forge_test_support::monitoring::missing_dashboard_metrics("dynamicproxy", &metrics);
+    assert!(
+        missing.is_empty(),
+        "dashboard metrics not exported: {missing:?}\n{metrics}"
+    );
+
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "forge_dynamicproxy_certificate_expiry_timestamp_seconds{certificate=\"toolforge\"}",
+            )
+        })
+        .unwrap_or_else(|| panic!("no expiry for the toolforge certificate:\n{metrics}"));
+    let not_after: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let days = (not_after - now) / 86_400.0;
+    assert!((1.0..3.0).contains(&days), "{line}: {days} days left");
+
     // A name no certificate covers: the default certificate, which the
     // client refuses.
     assert!(
@@ -224,70 +270,6 @@ async fn tls_sni_alpn_reload_redirect_and_hsts() {
     .await;
     let (resp, _) = https_get(&edge, "alpha.toolforge.org", "/", true).await;
     assert_eq!(resp.status(), StatusCode::OK);
-}
-
-/// What the shipped monitoring reads: every metric the Grafana dashboard
-/// (`packaging/monitoring/dashboards/dynamicproxy.json`) queries is in
-/// `/metrics`, each certificate's expiry is exported for the
-/// `ForgeCertificateExpiringSoon` alert (the test certificates live two
-/// days), and so is the Redis master this process sees.
-#[tokio::test]
-async fn monitoring_finds_every_dashboard_metric_certificate_expiry_and_the_master() {
-    let ca = tempfile::tempdir().unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    make_ca(ca.path());
-    make_cert(ca.path(), certs.path(), "toolforge", "*.toolforge.org");
-    let redis = RedisServer::start().await.unwrap();
-    let default = echo_backend("default").await;
-    let alpha = echo_backend("alpha").await;
-    cli(redis.port(), &["HSET", "prefix:alpha", ".*", &alpha.url()]);
-    let edge = start_edge(
-        test_config(&redis.url(), &default.url()),
-        ca.path(),
-        certs.path(),
-    )
-    .await;
-    let (resp, _) = https_get(&edge, "alpha.toolforge.org", "/", false).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-
-    let master = format!(
-        "forge_redis_master{{master=\"127.0.0.1:{}\"}} 1",
-        redis.port()
-    );
-    let admin = edge.admin;
-    eventually("the master this process sees is exported", || {
-        let master = master.clone();
-        async move {
-            get(admin, "localhost", "/metrics")
-                .await
-                .body
-                .contains(&master)
-        }
-    })
-    .await;
-    let metrics = get(admin, "localhost", "/metrics").await.body;
-    let missing =
-        forge_test_support::monitoring::missing_dashboard_metrics("dynamicproxy", &metrics);
-    assert!(
-        missing.is_empty(),
-        "dashboard metrics not exported: {missing:?}\n{metrics}"
-    );
-
-    let line = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with(
-                "forge_dynamicproxy_certificate_expiry_timestamp_seconds{certificate=\"toolforge\"}",
-            )
-        })
-        .unwrap_or_else(|| panic!("no expiry for the toolforge certificate:\n{metrics}"));
-    let not_after: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    let days = (not_after - now) / 86_400.0;
-    assert!((1.0..3.0).contains(&days), "{line}: {days} days left");
 }
 
 #[tokio::test]
