@@ -13,17 +13,9 @@ REPS=${2:-4}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 before=${DYNAMICPROXY_BEFORE_BIN:?set DYNAMICPROXY_BEFORE_BIN to the binary to compare with}
-REDIS=$(free_port); ROUTED=$(free_port); DEFAULT=$(free_port)
+cost_fixture 10000
 C=$(free_port); CA=$(free_port); D=$(free_port); DA=$(free_port)
-redis_start "$REDIS"
-nginx_start backend "
-    server { listen 127.0.0.1:$ROUTED; location / { default_type text/plain; return 200 'routed\n'; } }
-    server { listen 127.0.0.1:$DEFAULT; location / { default_type text/plain; return 200 'default\n'; } }
-" ""
-wait_port "$ROUTED"
-python3 "$here/tools.py" load "$REDIS" 10000 "http://127.0.0.1:$ROUTED"
-conf() { printf 'listen_http = "127.0.0.1:%s"\nlisten_admin = "127.0.0.1:%s"\ndefault_upstream = "http://127.0.0.1:%s"\ndomains = ["toolforge.org"]\n[limits]\nrate_per_second = 0\n[redis]\nurl = "redis://127.0.0.1:%s"\n[log]\nfilter = "warn"\n' "$1" "$2" "$DEFAULT" "$REDIS"; }
-conf "$C" "$CA" >"$work/c.toml"; conf "$D" "$DA" >"$work/d.toml"
+cost_proxy_conf "$C" "$CA" >"$work/c.toml"; cost_proxy_conf "$D" "$DA" >"$work/d.toml"
 "$bin" --config "$work/c.toml" >"$work/c.log" 2>&1 & cpid=$!; pids+=($cpid)
 "$before" --config "$work/d.toml" >"$work/d.log" 2>&1 & dpid=$!; pids+=($dpid)
 wait_port "$C"; wait_port "$D"; sleep 1

@@ -21,20 +21,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 before=${DYNAMICPROXY_BEFORE_BIN:?set DYNAMICPROXY_BEFORE_BIN to the binary to compare with}
 command -v valgrind >/dev/null || { echo "needs valgrind: apt-get install valgrind" >&2; exit 1; }
 results="$root/bench/results"; mkdir -p "$results"
-REDIS=$(free_port); ROUTED=$(free_port); DEFAULT=$(free_port)
-redis_start "$REDIS"
-nginx_start backend "
-    server { listen 127.0.0.1:$ROUTED; location / { default_type text/plain; return 200 'routed\n'; } }
-    server { listen 127.0.0.1:$DEFAULT; location / { default_type text/plain; return 200 'default\n'; } }
-" ""
-wait_port "$ROUTED"
-python3 "$here/tools.py" load "$REDIS" 10000 "http://127.0.0.1:$ROUTED"
+cost_fixture 10000
 echo "cell requests instructions instructions_per_request"
 for cell in c d; do
     if [ "$cell" = c ]; then b=$bin; else b=$before; fi
     port=$(free_port); admin=$(free_port)
-    printf 'listen_http = "127.0.0.1:%s"\nlisten_admin = "127.0.0.1:%s"\ndefault_upstream = "http://127.0.0.1:%s"\ndomains = ["toolforge.org"]\n[limits]\nrate_per_second = 0\n[redis]\nurl = "redis://127.0.0.1:%s"\n[routes]\nresync_interval_ms = 3600000\n[log]\nfilter = "warn"\n' \
-        "$port" "$admin" "$DEFAULT" "$REDIS" >"$work/$cell.toml"
+    cost_proxy_conf "$port" "$admin" '[routes]\nresync_interval_ms = 3600000\n' >"$work/$cell.toml"
     out="$results/callgrind.$cell"
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$b" --config "$work/$cell.toml" >"$work/$cell.log" 2>&1 &

@@ -51,3 +51,25 @@ CONF
 
 # a process and its children, comma-separated (for ps/RSS sums)
 children() { echo "$1,$(pgrep -d, -P "$1")"; }
+
+# The per-request cost benches' fixture (cpu-cost.sh, instructions.sh): a Redis
+# with $1 routes prefix:tool<i> → an nginx answering "routed", and an nginx
+# "default" upstream. Sets REDIS, ROUTED and DEFAULT.
+cost_fixture() {
+    REDIS=$(free_port); ROUTED=$(free_port); DEFAULT=$(free_port)
+    redis_start "$REDIS"
+    nginx_start backend "
+    server { listen 127.0.0.1:$ROUTED; location / { default_type text/plain; return 200 'routed\n'; } }
+    server { listen 127.0.0.1:$DEFAULT; location / { default_type text/plain; return 200 'default\n'; } }
+" ""
+    wait_port "$ROUTED"
+    python3 "$here/tools.py" load "$REDIS" "$1" "http://127.0.0.1:$ROUTED"
+}
+
+# A dynamicproxy configuration for the cost benches on stdout: plain HTTP on
+# port $1, admin on $2, the fixture's Redis and default upstream, no rate
+# limit, warnings only; $3 (optional) is appended TOML.
+cost_proxy_conf() {
+    printf 'listen_http = "127.0.0.1:%s"\nlisten_admin = "127.0.0.1:%s"\ndefault_upstream = "http://127.0.0.1:%s"\ndomains = ["toolforge.org"]\n[limits]\nrate_per_second = 0\n[redis]\nurl = "redis://127.0.0.1:%s"\n[log]\nfilter = "warn"\n%b' \
+        "$1" "$2" "$DEFAULT" "$REDIS" "${3:-}"
+}
